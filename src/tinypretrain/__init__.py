@@ -1,0 +1,32 @@
+"""tinypretrain: pretrain tiny LLaMA-style language models (TinyStories) with transformers, datasets and accelerate."""
+
+from .collate import causal_collator
+from .config import ffn_size, list_presets, make_llama_config
+from .corpus import generate_stories, story_dataset
+from .data import load_text_dataset, pack_dataset, pack_sequences, tokenize_truncate
+from .init import init_model, kaiming_init, normal_init
+from .model import ParameterCount, build_model, count_parameters
+from .tokenizer import load_tokenizer, train_tokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ParameterCount",
+    "build_model",
+    "causal_collator",
+    "count_parameters",
+    "ffn_size",
+    "generate_stories",
+    "init_model",
+    "kaiming_init",
+    "list_presets",
+    "load_text_dataset",
+    "load_tokenizer",
+    "make_llama_config",
+    "normal_init",
+    "pack_dataset",
+    "pack_sequences",
+    "story_dataset",
+    "tokenize_truncate",
+    "train_tokenizer",
+]

@@ -1,0 +1,296 @@
+"""Data pipeline: load text corpora, tokenize with truncation or splitting, and pack into fixed blocks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from datasets import (
+    Dataset,
+    DatasetDict,
+    Features,
+    IterableDataset,
+    ReadInstruction,
+    Value,
+    concatenate_datasets,
+    load_dataset,
+)
+
+EOT = "<|endoftext|>"
+# How split names in file names map to dataset splits (TinyStoriesV2 ships `...-valid.txt`).
+_SPLIT_PREFIXES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation", "test": "test"}
+_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_SUFFIXES = (".txt", *_BUILDERS)
+
+
+# ----------------------------------------------------------------------------------------------------------- loading
+def read_eot_text(paths: Sequence[str]) -> Iterator[dict[str, str]]:
+    """Yield ``{"text": record}`` from ``.txt`` files whose records are separated by ``<|endoftext|>``.
+
+    A file with no separator in its first MiB is read as one record per non-empty line (the plain-text
+    convention). Streams line by line, so files larger than memory are fine.
+    """
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            try:
+                by_line = EOT not in handle.read(1 << 20)
+                handle.seek(0)
+                record: list[str] = []
+                for line in handle:
+                    if by_line:
+                        if line.strip():
+                            yield {"text": line.rstrip("\n")}
+                        continue
+                    head, sep, tail = line.partition(EOT)
+                    record.append(head)
+                    while sep:
+                        text = "".join(record).strip()
+                        if text:
+                            yield {"text": text}
+                        head, sep, tail = tail.partition(EOT)
+                        record = [head]
+                text = "".join(record).strip()
+                if text:
+                    yield {"text": text}
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path} is not UTF-8 text (bad byte at offset {err.start}); re-encode it, e.g. "
+                    f"`iconv -f latin1 -t utf-8 {path} > fixed.txt`."
+                ) from None
+
+
+def _split_of(path: Path) -> str | None:
+    for word in re.split(r"[-_.]", path.name.lower()):
+        match = re.fullmatch(r"(train|validation|valid|val|test)\d*", word)
+        if match:
+            return _SPLIT_PREFIXES[match.group(1)]
+    return None
+
+
+def _local_files(root: Path) -> dict[str, list[str]]:
+    if root.is_file():
+        return {"train": [str(root)]}
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
+    by_split: dict[str, list[str]] = {}
+    for path in files:
+        split = _split_of(path)
+        if split is not None:
+            by_split.setdefault(split, []).append(str(path))
+    if not by_split and files:
+        by_split["train"] = [str(p) for p in files]
+    if not by_split:
+        raise ValueError(
+            f"No readable data files in {root}: expected {', '.join(_SUFFIXES)} files, named by split "
+            f"(train*, valid*/validation*, test*)."
+        )
+    return by_split
+
+
+def _load_local_split(files: list[str], streaming: bool) -> Dataset | IterableDataset:
+    suffixes = {Path(f).suffix for f in files}
+    if len(suffixes) > 1:
+        raise ValueError(f"Files of one split must share a format, got {sorted(suffixes)}: {files}.")
+    suffix = suffixes.pop()
+    if suffix not in _SUFFIXES:
+        raise ValueError(f"Unsupported file type {suffix!r} ({files[0]}); use one of {', '.join(_SUFFIXES)}.")
+    if suffix == ".txt":
+        features = Features({"text": Value("string")})
+        if streaming:
+            return IterableDataset.from_generator(read_eot_text, features=features, gen_kwargs={"paths": files})
+        # The cache key must change when a file does; datasets would otherwise hash only the paths.
+        stamps = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+        fingerprint = hashlib.sha256(repr(stamps).encode()).hexdigest()[:32]
+        return Dataset.from_generator(
+            read_eot_text, features=features, gen_kwargs={"paths": files}, fingerprint=fingerprint
+        )
+    return load_dataset(_BUILDERS[suffix], data_files=files, split="train", streaming=streaming)
+
+
+def _select(dsd: dict[str, Dataset | IterableDataset], split: str) -> Dataset | IterableDataset:
+    instructions = ReadInstruction.from_spec(split)
+    names = {name for name in re.findall(r"([\w-]+)(?:\[[^\]]*\])?", split)}
+    missing = names - dsd.keys()
+    if missing:
+        raise ValueError(f"Split {sorted(missing)} not found; available splits: {sorted(dsd)}.")
+    parts = []
+    for piece in instructions.to_absolute({name: _num_rows(dsd[name]) for name in names}):
+        ds = dsd[piece.splitname]
+        if isinstance(ds, IterableDataset):
+            parts.append(ds.skip(piece.from_).take(piece.to - piece.from_))
+        else:
+            parts.append(ds.select(range(piece.from_, piece.to)))
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+
+def _num_rows(ds: Dataset | IterableDataset) -> int:
+    if isinstance(ds, IterableDataset):
+        # Slicing a stream by percentage would need a full pass; absolute slices work without one.
+        return 1 << 62
+    return len(ds)
+
+
+def check_text_column(ds: Dataset | IterableDataset, text_column: str) -> None:
+    """Raise a ``ValueError`` naming the fix when ``text_column`` is missing or does not hold strings."""
+    features = ds.features
+    if features is None:
+        return
+    if text_column not in features:
+        raise ValueError(
+            f"Column {text_column!r} not found; the dataset has {list(features)}. Pass text_column=<one of those>."
+        )
+    feature = features[text_column]
+    if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+        raise ValueError(
+            f"Column {text_column!r} holds {feature}, not text. Point text_column at a string column "
+            f"or convert it first (e.g. ds.map(lambda b: {{'text': [str(x) for x in b[{text_column!r}]]}}))."
+        )
+
+
+def load_text_dataset(
+    source: str | Path,
+    split: str | None = "train",
+    *,
+    text_column: str = "text",
+    streaming: bool = False,
+    **load_kwargs: Any,
+) -> Dataset | IterableDataset | DatasetDict:
+    """Load a text corpus from the hub or from local files, checked to have a string ``text_column``.
+
+    ``source`` is a hub dataset name (``noanabeshima/TinyStoriesV2``), a file (``.txt`` with ``<|endoftext|>``
+    separators, ``.jsonl``, ``.json``, ``.parquet``) or a directory whose files are named by split
+    (``train*``, ``valid*``/``validation*``, ``test*``; ``valid`` becomes ``validation``). ``split`` takes slices
+    like ``"train[:10%]"``; ``split=None`` returns every split as a ``DatasetDict``. ``streaming=True`` gives an
+    ``IterableDataset`` for corpora larger than the disk cache. ``load_kwargs`` go to ``datasets.load_dataset``
+    on the hub path.
+    """
+    path = Path(source).expanduser()
+    if path.exists():
+        dsd = {name: _load_local_split(files, streaming) for name, files in _local_files(path).items()}
+        if split is None:
+            result: Any = DatasetDict(dsd) if not streaming else dsd
+            for ds in dsd.values():
+                check_text_column(ds, text_column)
+            return result
+        ds = _select(dsd, split)
+    elif str(source).startswith((".", "/", "~")) or path.suffix in _SUFFIXES:
+        raise ValueError(f"{source} does not exist. Pass an existing file or directory, or a hub dataset name.")
+    else:
+        ds = load_dataset(str(source), split=split, streaming=streaming, **load_kwargs)
+        if split is None:
+            for part in ds.values():
+                check_text_column(part, text_column)
+            return ds
+    check_text_column(ds, text_column)
+    return ds
+
+
+# -------------------------------------------------------------------------------------------------------- tokenizing
+def _texts(batch: dict[str, list], text_column: str) -> list[str]:
+    if text_column not in batch:
+        raise ValueError(f"Column {text_column!r} not in batch {list(batch)}; pass text_column=<one of those>.")
+    texts = batch[text_column]
+    bad = next((t for t in texts if not isinstance(t, str)), None)
+    if bad is not None:
+        raise ValueError(f"Column {text_column!r} must hold strings, found {type(bad).__name__}: {bad!r:.60}.")
+    return texts
+
+
+def tokenize_truncate(
+    batch: dict[str, list],
+    tokenizer: Any,
+    *,
+    max_length: int = 2048,
+    text_column: str = "text",
+    keep: Literal["tail", "head"] = "tail",
+    add_eos: bool = True,
+    overflow: Literal["truncate", "split"] = "truncate",
+) -> dict[str, list[list[int]]]:
+    """Tokenize a batch of texts into examples of at most ``max_length`` tokens ending in EOS.
+
+    The seed's semantics: encode without special tokens (no BOS), keep the last ``max_length-1`` tokens
+    (``keep="head"`` keeps the first), append EOS; the attention mask is all ones. ``overflow="split"`` instead
+    cuts a long text into consecutive examples of at most ``max_length`` tokens, losing nothing, with EOS only at
+    the text's true end; it changes the row count, so map it with ``remove_columns=ds.column_names``.
+    Use as ``ds.map(tokenize_truncate, batched=True, fn_kwargs={"tokenizer": tok, ...})``.
+    """
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2 (room for a token and EOS), got {max_length}.")
+    if keep not in ("tail", "head"):
+        raise ValueError(f"keep must be 'tail' or 'head', got {keep!r}.")
+    if overflow not in ("truncate", "split"):
+        raise ValueError(f"overflow must be 'truncate' or 'split', got {overflow!r}.")
+    eos = tokenizer.eos_token_id
+    if add_eos and eos is None:
+        raise ValueError("The tokenizer has no EOS token; set one (tokenizer.eos_token = '</s>') or pass add_eos=False.")
+    encoded = tokenizer(_texts(batch, text_column), add_special_tokens=False)["input_ids"]
+    tail = [eos] if add_eos else []
+    if overflow == "split":
+        examples = []
+        for ids in encoded:
+            ids = ids + tail
+            examples.extend(ids[i : i + max_length] for i in range(0, max(len(ids), 1), max_length))
+    else:
+        budget = max_length - len(tail)
+        examples = [(ids[-budget:] if keep == "tail" else ids[:budget]) + tail for ids in encoded]
+    return {"input_ids": examples, "attention_mask": [[1] * len(ids) for ids in examples]}
+
+
+# ----------------------------------------------------------------------------------------------------------- packing
+def pack_sequences(
+    sequences: Sequence[Sequence[int]] | pa.Array | pa.ChunkedArray,
+    block_size: int,
+    *,
+    eos_token_id: int | None = None,
+) -> np.ndarray:
+    """Concatenate token sequences into one stream and cut it into ``[n_blocks, block_size]`` blocks.
+
+    run_clm-style packing: no padding is ever trained on, and a block may span several documents (attention
+    crosses their EOS separators). Pass ``eos_token_id`` to insert it after every sequence (leave it ``None``
+    when sequences already end with EOS, as ``tokenize_truncate`` makes them). The remainder, the final
+    ``total % block_size`` (< block_size) tokens of the stream, is dropped.
+    """
+    if block_size < 2:
+        raise ValueError(f"block_size must be >= 2, got {block_size}.")
+    if isinstance(sequences, (pa.Array, pa.ChunkedArray)):
+        column = sequences.combine_chunks() if isinstance(sequences, pa.ChunkedArray) else sequences
+        flat = column.flatten().to_numpy(zero_copy_only=False)
+        lengths = np.diff(column.offsets.to_numpy())
+    else:
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+        flat = np.fromiter((t for s in sequences for t in s), dtype=np.int64, count=int(lengths.sum()))
+    if eos_token_id is not None:
+        flat = np.insert(flat, np.cumsum(lengths), eos_token_id)
+    n_blocks = len(flat) // block_size
+    return flat[: n_blocks * block_size].astype(np.int64, copy=False).reshape(n_blocks, block_size)
+
+
+def pack_dataset(
+    ds: Dataset,
+    block_size: int,
+    *,
+    column: str = "input_ids",
+    eos_token_id: int | None = None,
+) -> Dataset:
+    """Pack a tokenized dataset's ``column`` into a dataset of ``block_size`` blocks (``input_ids`` only).
+
+    Works on the whole Arrow column at once (no per-token Python), so only the stream's final
+    ``total % block_size`` tokens are dropped, not a remainder per map batch as in run_clm.
+    """
+    if column not in ds.column_names:
+        raise ValueError(f"Column {column!r} not found in {ds.column_names}; tokenize first (tokenize_truncate).")
+    # The arrow-formatted column honours select()/shuffle() indices, unlike ds.data.
+    blocks = pack_sequences(ds.with_format("arrow")[column], block_size, eos_token_id=eos_token_id)
+    if len(blocks) == 0:
+        raise ValueError(
+            f"Not enough tokens for one block of {block_size} ({len(ds)} sequences). Use more data or a smaller "
+            "max_length."
+        )
+    dtype = pa.int32() if blocks.max(initial=0) < 2**31 else pa.int64()
+    values = pa.array(blocks.reshape(-1), type=dtype)
+    return Dataset(pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(values, block_size)}))

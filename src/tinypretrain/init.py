@@ -1,0 +1,64 @@
+"""Weight initialisation: the seed's Kaiming-uniform scheme and HF's normal(0, 0.02), both seedable and sticky."""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+
+
+def _reinit(model: nn.Module, init_matrix: Callable[[torch.Tensor], None], seed: int | None) -> nn.Module:
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        if seed is not None:
+            torch.manual_seed(seed)
+        for name, param in model.named_parameters():
+            if name.endswith("weight") and param.dim() > 1:
+                init_matrix(param)
+            elif name.endswith("bias"):
+                param.zero_()
+    # transformers skips modules and parameters flagged as initialised in `init_weights`/`post_init`,
+    # so a later `model.init_weights()` or `from_pretrained(..., config)` cannot silently undo this.
+    for module in model.modules():
+        module._is_hf_initialized = True
+        for param in module.parameters(recurse=False):
+            param._is_hf_initialized = True
+    return model
+
+
+def kaiming_init(model: nn.Module, *, seed: int | None = None, gain_nonlinearity: str = "relu") -> nn.Module:
+    """The seed's init: Kaiming-uniform (fan_in, gain sqrt(2), bound sqrt(6/fan_in)) on every matrix, embeddings
+    and lm_head included, zero biases, norm weights untouched. Deterministic for a given ``seed``.
+
+    Kaiming keeps activations' variance constant through ReLU-like layers; with a 32k vocabulary it makes the
+    initial logits large (loss starts far above ln(vocab)). Prefer ``normal_init`` for new runs; keep this one to
+    reproduce the seed.
+    """
+    return _reinit(
+        model, lambda w: nn.init.kaiming_uniform_(w, mode="fan_in", nonlinearity=gain_nonlinearity), seed
+    )
+
+
+def normal_init(model: nn.Module, *, std: float | None = None, seed: int | None = None) -> nn.Module:
+    """HF's LLaMA init: normal(0, std) on every matrix (std defaults to ``config.initializer_range``, 0.02),
+    zero biases, norm weights untouched. Deterministic for a given ``seed``.
+
+    Small weights start the loss near ln(vocab) and tolerate higher learning rates; it is the default of
+    ``pretrain()`` because it reached a lower eval loss in the same steps (see benchmarks/RESULTS.md).
+    """
+    if std is None:
+        std = getattr(getattr(model, "config", None), "initializer_range", 0.02)
+    return _reinit(model, lambda w: nn.init.normal_(w, mean=0.0, std=std), seed)
+
+
+InitName = Literal["kaiming", "normal"]
+INITS: dict[str, Callable[..., nn.Module]] = {"kaiming": kaiming_init, "normal": normal_init}
+
+
+def init_model(model: nn.Module, init: InitName, *, seed: int | None = None) -> nn.Module:
+    """Apply the init called ``init`` ("kaiming" or "normal")."""
+    if init not in INITS:
+        raise ValueError(f"Unknown init {init!r}; choose one of {sorted(INITS)}.")
+    return INITS[init](model, seed=seed)
+
+
