@@ -53,11 +53,15 @@ def causal_collator(
         cols = np.arange(width)
         valid = cols >= width - lengths[:, None] if left else cols < lengths[:, None]
         input_ids = _scatter(ids, valid, pad_token_id)
-        if "attention_mask" in features[0]:
-            mask = _scatter([f["attention_mask"] for f in features], valid, 0)
+        if any("attention_mask" in f for f in features):
+            masks = [f["attention_mask"] if "attention_mask" in f else np.ones(n) for f, n in zip(features, lengths)]
+            mask = _scatter(masks, valid, 0)
         else:
             mask = valid.astype(np.int64)
-        if "labels" in features[0]:
+        with_labels = sum("labels" in f for f in features)
+        if 0 < with_labels < len(features):
+            raise ValueError("Some features carry labels and some do not; give every feature labels or none.")
+        if with_labels:
             labels = _scatter([f["labels"] for f in features], valid, label_pad_token_id)
         else:
             labels = np.where(mask == 1, input_ids, label_pad_token_id)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+from datasets.exceptions import DatasetGenerationError
 from datasets import (
     Dataset,
     DatasetDict,
@@ -106,9 +107,14 @@ def _load_local_split(files: list[str], streaming: bool) -> Dataset | IterableDa
         # The cache key must change when a file does; datasets would otherwise hash only the paths.
         stamps = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
         fingerprint = hashlib.sha256(repr(stamps).encode()).hexdigest()[:32]
-        return Dataset.from_generator(
-            read_eot_text, features=features, gen_kwargs={"paths": files}, fingerprint=fingerprint
-        )
+        try:
+            return Dataset.from_generator(
+                read_eot_text, features=features, gen_kwargs={"paths": files}, fingerprint=fingerprint
+            )
+        except DatasetGenerationError as err:
+            if isinstance(err.__cause__, ValueError):  # our own message (e.g. not UTF-8), not datasets' wrapper
+                raise err.__cause__ from None
+            raise
     return load_dataset(_BUILDERS[suffix], data_files=files, split="train", streaming=streaming)
 
 
