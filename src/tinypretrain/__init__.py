@@ -6,11 +6,22 @@ from .corpus import generate_stories, story_dataset
 from .data import load_text_dataset, pack_dataset, pack_sequences, tokenize_truncate
 from .init import init_model, kaiming_init, normal_init
 from .model import ParameterCount, build_model, count_parameters
+from .evaluate import evaluate
+from .generate import generate
+from .loss import causal_lm_loss
 from .tokenizer import load_tokenizer, train_tokenizer
+from .train import PretrainConfig, PretrainResult, TrainingDivergedError, pretrain
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PretrainConfig",
+    "PretrainResult",
+    "TrainingDivergedError",
+    "causal_lm_loss",
+    "evaluate",
+    "generate",
+    "pretrain",
     "ParameterCount",
     "build_model",
     "causal_collator",

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -33,8 +34,10 @@ def load_tokenizer(
     return tokenizer
 
 
-def _iter_texts(source: Iterable[str] | str | Path, text_column: str) -> Iterator[str]:
-    if isinstance(source, (str, Path)):
+def _iter_texts(source: Iterable[str] | Dataset | str | Path, text_column: str) -> Iterator[str]:
+    if isinstance(source, Dataset):
+        yield from source[text_column]
+    elif isinstance(source, (str, Path)):
         from .data import load_text_dataset  # a path: read it the way training will
 
         yield from load_text_dataset(source, "train", text_column=text_column)[text_column]
@@ -46,7 +49,7 @@ def _iter_texts(source: Iterable[str] | str | Path, text_column: str) -> Iterato
 
 
 def train_tokenizer(
-    texts_or_files: Iterable[str] | str | Path,
+    texts_or_files: Iterable[str] | Dataset | str | Path,
     vocab_size: int = 4096,
     *,
     save_dir: str | Path | None = None,
@@ -56,8 +59,8 @@ def train_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer (no unknown characters, lossless decode) on texts or a corpus path.
 
-    Offline users and tests get a real tokenizer this way. ``texts_or_files`` is an iterable of strings or a
-    path ``load_text_dataset`` reads (its train split). Special tokens are ``<unk>``=0, ``<s>``=1, ``</s>``=2,
+    Offline users and tests get a real tokenizer this way. ``texts_or_files`` is an iterable of strings, a
+    ``Dataset`` (its ``text_column``) or a path ``load_text_dataset`` reads (its train split). Special tokens are ``<unk>``=0, ``<s>``=1, ``</s>``=2,
     ``<pad>``=3 (Llama-2's bos/eos ids). With ``save_dir`` it is saved in HF format so ``AutoTokenizer`` loads it.
     """
     if vocab_size < 256 + len(SPECIAL_TOKENS):

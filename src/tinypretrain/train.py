@@ -1,0 +1,529 @@
+"""pretrain(): one call from text to a trained, evaluated, shareable model, driven by HF Trainer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers import __version__ as transformers_version
+
+from .collate import causal_collator
+from .config import PRESETS, make_llama_config
+from .corpus import story_dataset
+from .data import load_text_dataset, pack_dataset, tokenize_truncate
+from .evaluate import evaluate
+from .generate import generate
+from .io import atomic_write_json, atomic_write_text
+from .loss import causal_lm_loss
+from .model import build_model, count_parameters
+from .tokenizer import load_tokenizer, train_tokenizer
+
+logger = logging.getLogger("tinypretrain")
+
+SAMPLE_PROMPTS = ("", "Once upon a time", "One day, a little girl named Lily", "Tom and his dog")
+COMPLETE_MARKER = "tinypretrain_complete"  # written last into a checkpoint; resume trusts only marked ones
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the weights became NaN/inf."""
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a run needs; serves Python, the CLI (``HfArgumentParser``) and YAML/JSON files alike.
+
+    Names follow ``TrainingArguments`` where they overlap. Fields left at ``None`` are chosen per device
+    (bf16 and ``torch.compile`` on CUDA, fp32 and eager on CPU).
+    """
+
+    # data
+    dataset: str | None = field(
+        default=None, metadata={"help": "Hub name or local path; None = the built-in story generator."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Split (slices allowed, e.g. train[:10%%])."})
+    eval_split: str | None = field(
+        default="validation", metadata={"help": "Eval split; if the source lacks it, eval_size texts are held out."}
+    )
+    text_column: str = "text"
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training texts."})
+    max_eval_samples: int | None = field(default=500, metadata={"help": "Evaluate on at most this many texts."})
+    eval_size: int = field(default=500, metadata={"help": "Texts held out for eval when there is no eval split."})
+    builtin_stories: int = field(default=12000, metadata={"help": "Stories generated when dataset is None."})
+    max_length: int = field(default=256, metadata={"help": "Block length (pack) or max story tokens (truncate)."})
+    packing: str = field(
+        default="pack", metadata={"help": "'pack' = fixed blocks, no padding; 'truncate' = the seed's padded stories."}
+    )
+    num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenization (datasets.map)."})
+    # tokenizer
+    tokenizer: str | None = field(default=None, metadata={"help": "Hub name or path; None = train a byte-level BPE."})
+    vocab_size: int = field(default=4096, metadata={"help": "Vocabulary of the tokenizer trained when tokenizer=None."})
+    # model
+    preset: str = field(default="cpu-2m", metadata={"help": "Model shape; see tinypretrain.list_presets()."})
+    model_overrides: dict | str | None = field(
+        default=None, metadata={"help": "make_llama_config fields as a dict or JSON, e.g. '{\"hidden_size\": 192}'."}
+    )
+    init: str = field(default="normal", metadata={"help": "'normal' (HF, std 0.02) or 'kaiming' (the seed)."})
+    # training
+    output_dir: str | None = field(default=None, metadata={"help": "Default: runs/<timestamp>."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an existing run in output_dir."})
+    num_train_epochs: float = 1.0
+    max_steps: int = field(default=-1, metadata={"help": "Overrides num_train_epochs when > 0."})
+    per_device_train_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-3
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = field(default=0.05, metadata={"help": "Steps, or a fraction of all steps when < 1."})
+    weight_decay: float = 0.1
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    max_grad_norm: float = 1.0
+    seed: int = 3407
+    logging_steps: int = 10
+    eval_steps: int | None = field(default=None, metadata={"help": "Default: about 5 evaluations per run."})
+    save_steps: int | None = field(default=None, metadata={"help": "Default: eval_steps."})
+    save_total_limit: int | None = 2
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint path, or true to continue from output_dir's last complete one."}
+    )
+    report_to: str = "none"
+    bf16: bool | None = None
+    torch_compile: bool | None = None
+    loss_chunk_size: int | None = field(
+        default=None, metadata={"help": "Compute lm_head+CE in token chunks (saves logits memory, costs a matmul)."}
+    )
+    dataloader_num_workers: int | None = None
+    num_samples: int = field(default=4, metadata={"help": "Stories written to samples.md."})
+    training_args: dict | str | None = field(
+        default=None, metadata={"help": "Extra TrainingArguments as a dict or JSON string (escape hatch)."}
+    )
+
+    def __post_init__(self) -> None:
+        self.model_overrides = _as_dict(self.model_overrides, "model_overrides")
+        self.training_args = _as_dict(self.training_args, "training_args")
+        if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in ("true", "last"):
+            self.resume_from_checkpoint = True
+        if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in ("false", ""):
+            self.resume_from_checkpoint = None
+        problems = []
+        if self.packing not in ("pack", "truncate"):
+            problems.append(f"packing must be 'pack' or 'truncate', got {self.packing!r}")
+        if self.init not in ("normal", "kaiming"):
+            problems.append(f"init must be 'normal' or 'kaiming', got {self.init!r}")
+        if self.preset not in PRESETS:
+            problems.append(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.max_length < 2:
+            problems.append(f"max_length must be >= 2, got {self.max_length}")
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "builtin_stories", "vocab_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("learning_rate", "weight_decay", "warmup_steps", "num_train_epochs", "max_grad_norm"):
+            if not getattr(self, name) >= 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            problems.append("set num_train_epochs > 0 or max_steps > 0")
+        if problems:
+            raise ValueError("Invalid PretrainConfig: " + "; ".join(problems) + ".")
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> PretrainConfig:
+        """Load a YAML or JSON file of fields; unknown keys are an error that lists the valid ones."""
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ValueError(f"Cannot read config file {path}: {err}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a mapping of PretrainConfig fields, got {type(data).__name__}.")
+        return cls.from_dict({**data, **overrides}, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "arguments") -> PretrainConfig:
+        """Build from a mapping, rejecting unknown keys with the list of valid ones."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"Unknown PretrainConfig key(s) {unknown} in {source}. Valid keys: {', '.join(sorted(names))}.")
+        return cls(**data)
+
+
+def _as_dict(value: dict | str | None, name: str) -> dict:
+    if value is None or isinstance(value, dict):
+        return dict(value or {})
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name} must be a dict or a JSON object string: {err}.") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{name} must be a JSON object, got {value!r}.")
+    return parsed
+
+
+@dataclass
+class PretrainResult:
+    """What ``pretrain()`` produced: the trained model and tokenizer, where they are, and the run's metrics."""
+
+    model: PreTrainedModel
+    tokenizer: Any
+    output_dir: Path
+    metrics: dict[str, float]
+
+
+# ------------------------------------------------------------------------------------------------------- trainer
+class _PretrainTrainer(Trainer):
+    """Trainer with per-story evaluation, an optional chunked loss, and crash-safe, NaN-free checkpoints."""
+
+    def __init__(self, *args: Any, eval_texts: list[str], loss_chunk_size: int | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.eval_texts = eval_texts
+        self.loss_chunk_size = loss_chunk_size
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.loss_chunk_size is None or return_outputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs["labels"]
+        unwrapped = self.accelerator.unwrap_model(model)
+        hidden = unwrapped.get_decoder()(
+            input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
+        ).last_hidden_state
+        nats = causal_lm_loss(hidden, unwrapped.lm_head.weight, labels, chunk_size=self.loss_chunk_size)
+        if num_items_in_batch is None:
+            return nats / (labels[:, 1:] != -100).sum().clamp(min=1)
+        # Same normalisation as HF's ForCausalLMLoss with num_items_in_batch (gradient accumulation / DDP).
+        scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+        return nats / num_items_in_batch * scale
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        start = time.perf_counter()
+        scores = evaluate(self.model, self.processing_class, self.eval_texts, max_length=self.model.config.max_position_embeddings)
+        metrics = {
+            f"{metric_key_prefix}_{k}": v for k, v in scores.items() if k in ("loss", "perplexity", "bits_per_byte")
+        }
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 4)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def _save_checkpoint(self, model, trial) -> None:
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise TrainingDivergedError(
+                f"Weights became NaN/inf before step {self.state.global_step}; not saving them over good checkpoints."
+            )
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+            (folder / COMPLETE_MARKER).write_text(str(self.state.global_step))
+
+
+class _DivergenceGuard(TrainerCallback):
+    """Stop at the first logged NaN/inf loss (Trainer's nan filter is off so we can see it)."""
+
+    def __init__(self) -> None:
+        self.bad_step: int | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.bad_step = state.global_step
+            control.should_training_stop = True
+            control.should_save = False
+
+
+# ------------------------------------------------------------------------------------------------------- helpers
+def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` that finished saving (half-written ones are ignored)."""
+    found = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match and (path / COMPLETE_MARKER).exists():
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+def _prepare_output_dir(cfg: PretrainConfig) -> Path:
+    out = Path(cfg.output_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {out} is an existing file; pass a directory path.")
+    if cfg.resume_from_checkpoint:
+        return out
+    if out.exists() and any(out.iterdir()):
+        if not cfg.overwrite_output_dir:
+            raise ValueError(
+                f"output_dir {out} already holds files (another run?). Pass resume_from_checkpoint=true to continue it, "
+                "overwrite_output_dir=true to replace it, or a new output_dir."
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _resolve_checkpoint(cfg: PretrainConfig, out: Path) -> str | None:
+    if not cfg.resume_from_checkpoint:
+        return None
+    if cfg.resume_from_checkpoint is True:
+        checkpoint = last_complete_checkpoint(out)
+        if checkpoint is None:
+            raise ValueError(
+                f"resume_from_checkpoint=true but {out} has no complete checkpoint-N folder. Start without resuming, "
+                "or point resume_from_checkpoint at a checkpoint folder."
+            )
+        return str(checkpoint)
+    checkpoint = Path(cfg.resume_from_checkpoint)
+    if not (checkpoint / "trainer_state.json").exists() or not (checkpoint / "model.safetensors").exists():
+        raise ValueError(
+            f"{checkpoint} is not a usable checkpoint (missing trainer_state.json or model.safetensors); "
+            "pass a checkpoint-N folder written by a previous run, or resume_from_checkpoint=true."
+        )
+    return str(checkpoint)
+
+
+def _load_texts(cfg: PretrainConfig) -> tuple[Dataset, list[str]]:
+    if cfg.dataset is None:
+        train = story_dataset(cfg.builtin_stories, seed=cfg.seed)
+        seen = set(train["text"])
+        extra = story_dataset(cfg.eval_size * 3, seed=cfg.seed + 1)["text"]
+        eval_texts = [t for t in dict.fromkeys(extra) if t not in seen][: cfg.eval_size]
+    else:
+        splits = load_text_dataset(cfg.dataset, split=None, text_column=cfg.text_column)
+        train = load_text_dataset(cfg.dataset, split=cfg.train_split, text_column=cfg.text_column)
+        if cfg.eval_split and cfg.eval_split.split("[")[0] in splits:
+            eval_texts = load_text_dataset(cfg.dataset, split=cfg.eval_split, text_column=cfg.text_column)[cfg.text_column]
+        else:
+            held = train.train_test_split(test_size=min(cfg.eval_size, max(1, len(train) // 10)), seed=cfg.seed)
+            train, eval_texts = held["train"], held["test"][cfg.text_column]
+    train = train.filter(lambda b: [bool(t and t.strip()) for t in b[cfg.text_column]], batched=True)
+    if cfg.max_train_samples is not None:
+        train = train.select(range(min(cfg.max_train_samples, len(train))))
+    eval_texts = [t for t in eval_texts if t and t.strip()][: cfg.max_eval_samples]
+    if len(train) == 0:
+        raise ValueError(f"The training data ({cfg.dataset or 'built-in'}) is empty after dropping blank texts.")
+    if not eval_texts:
+        raise ValueError("The eval data is empty after dropping blank texts; set eval_split or eval_size.")
+    return train, eval_texts
+
+
+def _tokenize(cfg: PretrainConfig, train: Dataset, tokenizer: Any) -> Dataset:
+    pack = cfg.packing == "pack"
+    tokenized = train.map(
+        tokenize_truncate,
+        batched=True,
+        num_proc=cfg.num_proc,
+        remove_columns=train.column_names,
+        fn_kwargs={
+            "tokenizer": tokenizer,
+            "max_length": cfg.max_length,
+            "text_column": cfg.text_column,
+            "overflow": "split" if pack else "truncate",
+        },
+        desc="Tokenizing",
+    )
+    return pack_dataset(tokenized, cfg.max_length) if pack else tokenized
+
+
+def _device_defaults(cfg: PretrainConfig) -> dict[str, Any]:
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    return {
+        "bf16": bf16,
+        "fp16": bool(cuda and not bf16 and cfg.bf16 is None),
+        "torch_compile": cfg.torch_compile if cfg.torch_compile is not None else cuda,
+        "dataloader_num_workers": cfg.dataloader_num_workers if cfg.dataloader_num_workers is not None else (4 if cuda else 0),
+        "dataloader_pin_memory": cuda,
+    }
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _plot_losses(history: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h and "step" in h]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for points, label in ((train, "train loss"), (evals, "eval loss (per story)")):
+        if points:
+            ax.plot(*zip(*points), marker="." if label.startswith("eval") else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("nats / token")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as tmp:
+        fig.savefig(tmp.name, dpi=100)
+    plt.close(fig)
+    os.replace(tmp.name, path)
+
+
+def _save_final(trainer: Trainer, tokenizer: Any, out: Path) -> None:
+    # Save into a scratch folder, then move each file into place: every file in out/ is always whole.
+    with tempfile.TemporaryDirectory(dir=out, prefix=".final-") as tmp:
+        trainer.save_model(tmp)
+        tokenizer.save_pretrained(tmp)
+        for item in Path(tmp).iterdir():
+            if item.name != "training_args.bin":
+                os.replace(item, out / item.name)
+
+
+def _versions() -> dict[str, str]:
+    import accelerate
+    import datasets
+
+    from . import __version__
+
+    return {
+        "tinypretrain": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers_version,
+        "datasets": datasets.__version__,
+        "accelerate": accelerate.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+# ------------------------------------------------------------------------------------------------------- pretrain
+def pretrain(config: PretrainConfig | None = None, **overrides: Any) -> PretrainResult:
+    """Train a tiny LLaMA from text and write a shareable run folder; returns the model, tokenizer and metrics.
+
+    ``config`` fields can be overridden by keyword (``pretrain(max_steps=100)``). The run folder holds the final
+    model and tokenizer (safetensors, loadable by ``AutoModelForCausalLM``/``AutoTokenizer`` without tinypretrain),
+    ``run.json`` (config, versions, metrics), ``metrics.jsonl``, ``loss.png``, ``samples.md`` and resumable
+    checkpoints. Raises ``TrainingDivergedError`` on a NaN/inf loss, keeping the last good checkpoint.
+    """
+    cfg = PretrainConfig.from_dict({**(asdict(config) if config else {}), **overrides})
+    out = _prepare_output_dir(cfg)
+    checkpoint = _resolve_checkpoint(cfg, out)
+    wall_start = time.perf_counter()
+
+    train_texts, eval_texts = _load_texts(cfg)
+    if cfg.tokenizer is None and checkpoint is not None:
+        tokenizer = load_tokenizer(checkpoint)  # the tokenizer this run trained, saved with each checkpoint
+    elif cfg.tokenizer is None:
+        tokenizer = train_tokenizer(
+            train_texts, vocab_size=cfg.vocab_size, model_max_length=cfg.max_length, text_column=cfg.text_column
+        )
+    else:
+        tokenizer = load_tokenizer(cfg.tokenizer)
+    model_fields = {"preset": cfg.preset, **cfg.model_overrides}
+    model_fields.setdefault("vocab_size", -(-len(tokenizer) // 64) * 64)
+    model_fields.setdefault("max_position_embeddings", max(cfg.max_length, PRESETS[cfg.preset].get("max_position_embeddings", 0)))
+    model_config = make_llama_config(
+        **model_fields,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if len(tokenizer) > model_config.vocab_size:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model_config.vocab_size}; "
+            "raise vocab_size in model_overrides (or drop it to match the tokenizer)."
+        )
+    if cfg.max_length > model_config.max_position_embeddings:
+        raise ValueError(
+            f"max_length={cfg.max_length} exceeds max_position_embeddings={model_config.max_position_embeddings}."
+        )
+    model = build_model(model_config, init=cfg.init, seed=cfg.seed)
+    logger.info("Model:\n%s", count_parameters(model))
+
+    train_ds = _tokenize(cfg, train_texts, tokenizer)
+    n_steps = cfg.max_steps if cfg.max_steps > 0 else None
+    steps_estimate = n_steps or math.ceil(
+        len(train_ds) / (cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps) * cfg.num_train_epochs
+    )
+    eval_steps = cfg.eval_steps or max(1, steps_estimate // 5)
+    args = TrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        logging_nan_inf_filter=False,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps or eval_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to=cfg.report_to,
+        include_num_input_tokens_seen="non_padding",
+        **{**_device_defaults(cfg), **cfg.training_args},
+    )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    guard = _DivergenceGuard()
+    trainer = _PretrainTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=Dataset.from_dict({"text": eval_texts}),
+        data_collator=causal_collator(pad_token_id=pad_id),
+        processing_class=tokenizer,
+        callbacks=[guard],
+        eval_texts=eval_texts,
+        loss_chunk_size=cfg.loss_chunk_size,
+    )
+    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    if guard.bad_step is not None:
+        good = last_complete_checkpoint(out)
+        raise TrainingDivergedError(
+            f"Loss became NaN/inf at step {guard.bad_step}. Lower learning_rate (now {cfg.learning_rate}), keep "
+            f"max_grad_norm > 0, use init='normal', or train in fp32 (bf16=false). Last good checkpoint: {good}."
+        )
+
+    final = trainer.evaluate()
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        _save_final(trainer, tokenizer, out)
+    state = trainer.state
+    runtime = train_output.metrics.get("train_runtime", 0.0)
+    metrics = {
+        "eval_loss": final["eval_loss"],
+        "eval_perplexity": final["eval_perplexity"],
+        "eval_bits_per_byte": final["eval_bits_per_byte"],
+        "train_loss": train_output.training_loss,
+        "train_steps": state.global_step,
+        "tokens_seen": int(state.num_input_tokens_seen),
+        "train_tokens_per_s": state.num_input_tokens_seen / runtime if runtime else 0.0,
+        "train_runtime_s": runtime,
+        "wall_time_s": time.perf_counter() - wall_start,
+        "peak_memory_mb": _peak_memory_mb(),
+        "parameters": count_parameters(model).total,
+    }
+    if trainer.is_world_process_zero():
+        samples = generate(model, tokenizer, list(SAMPLE_PROMPTS[: cfg.num_samples]), max_new_tokens=min(200, cfg.max_length), seed=cfg.seed)
+        atomic_write_text(
+            out / "samples.md",
+            "# Samples\n\n" + "\n\n".join(f"## Prompt: {p!r}\n\n{s}" for p, s in zip(SAMPLE_PROMPTS, samples)) + "\n",
+        )
+        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in state.log_history))
+        _plot_losses(state.log_history, out / "loss.png")
+        resolved = {**asdict(cfg), "output_dir": str(out), "model_config": model_config.to_dict()}
+        atomic_write_json(out / "run.json", {"config": resolved, "versions": _versions(), "metrics": metrics})
+    return PretrainResult(model=model, tokenizer=tokenizer, output_dir=out, metrics=metrics)
