@@ -1,0 +1,41 @@
+import json
+
+import pytest
+
+from tinypretrain.cli import main
+
+
+@pytest.mark.slow
+def test_train_generate_eval_from_the_command_line(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text(
+        "builtin_stories: 300\nmax_length: 32\nvocab_size: 300\nmax_eval_samples: 10\nper_device_train_batch_size: 4\n"
+        "model_overrides: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1}\n"
+    )
+    out = tmp_path / "run"
+    assert main(["train", str(tmp_path / "c.yaml"), "--max_steps", "3", "--output_dir", str(out), "--num_samples", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert f"saved to {out}" in printed and "# Samples" in printed
+    assert json.loads((out / "run.json").read_text())["config"]["builtin_stories"] == 300
+
+    assert main(["generate", str(out), "--prompt", "Once upon", "--max_new_tokens", "5", "--seed", "0"]) == 0
+    assert capsys.readouterr().out.startswith("Once upon")
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "valid.txt").write_text("Tom went home.\n<|endoftext|>\nLily smiled.\n<|endoftext|>\n")
+    assert main(["eval", str(out), "--dataset", str(tmp_path / "data")]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["stories"] == 2 and scores["loss"] > 0 and scores["bits_per_byte"] > 0
+
+    assert main(["tokenizer", "train", "--input", str(tmp_path / "data" / "valid.txt"), "--vocab_size", "300",
+                 "--output", str(tmp_path / "tok")]) == 0
+    assert (tmp_path / "tok" / "tokenizer.json").exists()
+
+
+def test_errors_are_one_line_without_traceback(tmp_path, capsys):
+    assert main(["train", "--preset", "nope", "--output_dir", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown preset 'nope'" in err and "Traceback" not in err
+    assert main(["generate", str(tmp_path)]) == 1
+    assert "not a model folder" in capsys.readouterr().err
+    with pytest.raises(ValueError):
+        main(["--debug", "generate", str(tmp_path)])

@@ -1,0 +1,145 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tinypretrain as tp
+from tinypretrain.train import PretrainConfig, _load_texts
+
+TINY = {
+    "builtin_stories": 800,
+    "max_eval_samples": 40,
+    "eval_size": 40,
+    "vocab_size": 400,
+    "max_length": 64,
+    "per_device_train_batch_size": 8,
+    "model_overrides": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2},
+    "logging_steps": 4,
+    "eval_steps": 8,
+    "save_steps": 8,
+    "save_total_limit": None,
+    "num_samples": 2,
+}
+
+RELOAD = """
+import sys, json, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+ids = tok("Once upon a time, Lily went to the park.", add_special_tokens=False, return_tensors="pt").input_ids
+with torch.no_grad():
+    logits = model(ids).logits
+assert "tinypretrain" not in sys.modules
+print(json.dumps({"ids": ids.tolist(), "logits": logits[0, -1, :8].tolist()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    return tp.pretrain(output_dir=str(out), max_steps=24, **TINY)
+
+
+@pytest.mark.slow
+def test_loss_decreases_and_files_exist(run):
+    history = [json.loads(line) for line in (run.output_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [h["loss"] for h in history if "loss" in h]
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    assert len(train) >= 5 and train[-1] < train[0] - 0.5
+    assert len(evals) >= 3 and evals[-1] < evals[0]
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "run.json",
+                 "metrics.jsonl", "loss.png", "samples.md", "checkpoint-24", "checkpoint-8"):
+        assert (run.output_dir / name).exists(), name
+    assert not list(run.output_dir.glob(".final-*"))
+    assert (run.output_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## Prompt: 'Once upon a time'" in (run.output_dir / "samples.md").read_text()
+    info = json.loads((run.output_dir / "run.json").read_text())
+    assert info["config"]["max_steps"] == 24 and info["versions"]["transformers"].startswith("5.")
+    m = run.metrics
+    assert m["train_steps"] == 24 and m["tokens_seen"] == 24 * 8 * 64
+    assert m["train_tokens_per_s"] > 0 and m["peak_memory_mb"] > 0 and m["parameters"] > 0
+    assert m["eval_perplexity"] == pytest.approx(torch.tensor(m["eval_loss"]).exp().item(), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_saved_model_loads_without_tinypretrain(run):
+    proc = subprocess.run([sys.executable, "-c", RELOAD, str(run.output_dir)], capture_output=True, text=True, check=True)
+    reloaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    with torch.no_grad():
+        logits = run.model(torch.tensor(reloaded["ids"])).logits
+    assert torch.allclose(logits[0, -1, :8], torch.tensor(reloaded["logits"]), atol=1e-5)
+    assert reloaded["ids"] == [run.tokenizer("Once upon a time, Lily went to the park.", add_special_tokens=False)["input_ids"]]
+
+
+@pytest.mark.slow
+def test_run_json_metrics_match_fresh_evaluate(run):
+    info = json.loads((run.output_dir / "run.json").read_text())
+    cfg = PretrainConfig.from_dict({k: v for k, v in info["config"].items() if k != "model_config"})
+    _, eval_texts = _load_texts(cfg)
+    fresh = tp.evaluate(run.model, run.tokenizer, eval_texts)
+    assert info["metrics"]["eval_loss"] == pytest.approx(fresh["loss"], rel=1e-6)
+    assert info["metrics"]["eval_bits_per_byte"] == pytest.approx(fresh["bits_per_byte"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_resume_reaches_the_same_step_and_weights(run, tmp_path):
+    """Simulate a crash after checkpoint-8: drop everything later, resume, and compare with the full run."""
+    crashed = tmp_path / "crashed"
+    shutil.copytree(run.output_dir / "checkpoint-8", crashed / "checkpoint-8")
+    resumed = tp.pretrain(output_dir=str(crashed), max_steps=24, resume_from_checkpoint="true", **TINY)
+    assert resumed.metrics["train_steps"] == 24
+    full, again = load_file(run.output_dir / "model.safetensors"), load_file(crashed / "model.safetensors")
+    assert max((full[k] - again[k]).abs().max().item() for k in full) < 1e-5
+
+
+def test_refuses_to_clobber_or_resume_from_nothing(tmp_path):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("someone's run")
+    with pytest.raises(ValueError, match="already holds files"):
+        tp.pretrain(output_dir=str(tmp_path / "other"), max_steps=1, **TINY)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is an existing file"):
+        tp.pretrain(output_dir=str(tmp_path / "file"), max_steps=1, **TINY)
+    with pytest.raises(ValueError, match="has no complete checkpoint"):
+        tp.pretrain(output_dir=str(tmp_path / "empty"), max_steps=1, resume_from_checkpoint="true", **TINY)
+    half = tmp_path / "half" / "checkpoint-8"
+    half.mkdir(parents=True)
+    with pytest.raises(ValueError, match="not a usable checkpoint"):
+        tp.pretrain(output_dir=str(tmp_path / "half"), max_steps=1, resume_from_checkpoint=str(half), **TINY)
+    assert tp.train.last_complete_checkpoint(tmp_path / "half") is None
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"packing": "zip"}, "packing must be"),
+        ({"learning_rate": -1.0}, "learning_rate must be >= 0"),
+        ({"per_device_train_batch_size": 0}, "per_device_train_batch_size must be >= 1"),
+        ({"preset": "gpt-9"}, "unknown preset"),
+        ({"max_length": 1}, "max_length must be >= 2"),
+        ({"init": "xavier"}, "init must be"),
+        ({"training_args": "{not json"}, "training_args must be a dict or a JSON"),
+        ({"bogus": 1}, r"Unknown PretrainConfig key\(s\) \['bogus'\]"),
+    ],
+)
+def test_config_errors(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        PretrainConfig.from_dict(overrides)
+
+
+def test_yaml_config_rejects_unknown_keys(tmp_path):
+    (tmp_path / "c.yaml").write_text("max_steps: 3\npresett: seed-20m\n")
+    with pytest.raises(ValueError, match=r"\['presett'\] in .*c.yaml"):
+        PretrainConfig.from_file(tmp_path / "c.yaml")
+    (tmp_path / "ok.yaml").write_text("max_steps: 3\nmodel_overrides: {hidden_size: 64}\n")
+    cfg = PretrainConfig.from_file(tmp_path / "ok.yaml", seed=1)
+    assert (cfg.max_steps, cfg.model_overrides, cfg.seed) == (3, {"hidden_size": 64}, 1)
+
+
+def test_vocab_larger_than_model(tmp_path):
+    with pytest.raises(ValueError, match="tokenizer has .* tokens but the model's vocab_size is 300"):
+        tp.pretrain(output_dir=str(tmp_path / "o"), max_steps=1, **{**TINY, "model_overrides": {"vocab_size": 300}})
