@@ -42,6 +42,23 @@ class TrainingDivergedError(RuntimeError):
     """The loss or the weights became NaN/inf."""
 
 
+# Named bundles of settings. "seed" is the blog recipe we reproduce (its one bug, the EOS-masking collator, is
+# not copied); "fast" is the seed's model and data with the settings we recommend (benchmarks/RESULTS.md).
+RECIPES: dict[str, dict[str, Any]] = {
+    "seed": {
+        "dataset": "noanabeshima/TinyStoriesV2", "train_split": "train[:10%]", "tokenizer": "NousResearch/Llama-2-7b-hf",
+        "preset": "seed-20m", "packing": "truncate", "max_length": 2048, "init": "kaiming", "learning_rate": 1e-4,
+        "lr_scheduler_type": "cosine", "warmup_steps": 0.0, "weight_decay": 0.0, "adam_beta2": 0.999,
+        "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "num_train_epochs": 2.0,
+        "eval_steps": 1000, "save_steps": 1000, "save_total_limit": 2, "logging_steps": 50, "max_eval_samples": None,
+    },
+    "fast": {
+        "dataset": "noanabeshima/TinyStoriesV2", "train_split": "train[:10%]", "tokenizer": "NousResearch/Llama-2-7b-hf",
+        "preset": "seed-20m", "max_length": 512, "max_eval_samples": None,
+    },
+}
+
+
 @dataclass
 class PretrainConfig:
     """Everything a run needs; serves Python, the CLI (``HfArgumentParser``) and YAML/JSON files alike.
@@ -50,6 +67,9 @@ class PretrainConfig:
     (bf16 and ``torch.compile`` on CUDA, fp32 and eager on CPU).
     """
 
+    recipe: str | None = field(
+        default=None, metadata={"help": "'seed' (the blog's exact settings) or 'fast'; fields you set still win."}
+    )
     # data
     dataset: str | None = field(
         default=None, metadata={"help": "Hub name or local path; None = the built-in story generator."}
@@ -82,8 +102,12 @@ class PretrainConfig:
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an existing run in output_dir."})
     num_train_epochs: float = 1.0
     max_steps: int = field(default=-1, metadata={"help": "Overrides num_train_epochs when > 0."})
-    per_device_train_batch_size: int = 32
-    gradient_accumulation_steps: int = 1
+    per_device_train_batch_size: int | None = field(
+        default=None, metadata={"help": "Micro-batch; default per device: 8 on CPU (x4 accumulation), 32 on CUDA."}
+    )
+    gradient_accumulation_steps: int | None = field(
+        default=None, metadata={"help": "Default: 4 on CPU, 1 on CUDA (1 whenever you set the micro-batch)."}
+    )
     learning_rate: float = 2e-3
     lr_scheduler_type: str = "cosine"
     warmup_steps: float = field(default=0.05, metadata={"help": "Steps, or a fraction of all steps when < 1."})
@@ -112,6 +136,13 @@ class PretrainConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.recipe is not None:
+            if self.recipe not in RECIPES:
+                raise ValueError(f"Unknown recipe {self.recipe!r}; choose one of {sorted(RECIPES)}.")
+            defaults = {f.name: f.default for f in fields(self)}
+            for name, value in RECIPES[self.recipe].items():
+                if getattr(self, name) == defaults[name]:  # a value you set differs from the default and wins
+                    setattr(self, name, value)
         self.model_overrides = _as_dict(self.model_overrides, "model_overrides")
         self.training_args = _as_dict(self.training_args, "training_args")
         if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in ("true", "last"):
@@ -128,7 +159,7 @@ class PretrainConfig:
         if self.max_length < 2:
             problems.append(f"max_length must be >= 2, got {self.max_length}")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "builtin_stories", "vocab_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("learning_rate", "weight_decay", "warmup_steps", "num_train_epochs", "max_grad_norm"):
             if not getattr(self, name) >= 0:
@@ -334,6 +365,19 @@ def _tokenize(cfg: PretrainConfig, train: Dataset, tokenizer: Any) -> Dataset:
     return pack_dataset(tokenized, cfg.max_length) if pack else tokenized
 
 
+# Global batch 32 blocks on every device. On CPU, 8-block micro-batches ran 1.3x faster than 32 (the fp32 logits
+# of 32x256 tokens are 1 GiB and thrash the caches): benchmarks/RESULTS.md.
+CPU_MICRO_BATCH, CUDA_MICRO_BATCH, GLOBAL_BATCH = 8, 32, 32
+
+
+def batch_sizes(cfg: PretrainConfig) -> tuple[int, int]:
+    """(micro-batch, accumulation steps) for this device, honouring whichever the config sets."""
+    if cfg.per_device_train_batch_size is not None:
+        return cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps or 1
+    micro = CUDA_MICRO_BATCH if torch.cuda.is_available() else CPU_MICRO_BATCH
+    return micro, cfg.gradient_accumulation_steps or max(1, GLOBAL_BATCH // micro)
+
+
 def _device_defaults(cfg: PretrainConfig) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
@@ -385,6 +429,13 @@ def _save_final(trainer: Trainer, tokenizer: Any, out: Path) -> None:
                 os.replace(item, out / item.name)
 
 
+def _write_samples(model: PreTrainedModel, tokenizer: Any, cfg: PretrainConfig, path: Path) -> None:
+    prompts = [SAMPLE_PROMPTS[i % len(SAMPLE_PROMPTS)] for i in range(cfg.num_samples)]
+    stories = generate(model, tokenizer, prompts, max_new_tokens=min(200, cfg.max_length), seed=cfg.seed) if prompts else []
+    body = "\n\n".join(f"## Prompt: {p!r}\n\n{s}" for p, s in zip(prompts, stories))
+    atomic_write_text(path, f"# Samples\n\n{body}\n")
+
+
 def _versions() -> dict[str, str]:
     import accelerate
     import datasets
@@ -402,13 +453,16 @@ def _versions() -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------------- pretrain
-def pretrain(config: PretrainConfig | None = None, **overrides: Any) -> PretrainResult:
+def pretrain(
+    config: PretrainConfig | None = None, *, callbacks: list[TrainerCallback] | None = None, **overrides: Any
+) -> PretrainResult:
     """Train a tiny LLaMA from text and write a shareable run folder; returns the model, tokenizer and metrics.
 
     ``config`` fields can be overridden by keyword (``pretrain(max_steps=100)``). The run folder holds the final
     model and tokenizer (safetensors, loadable by ``AutoModelForCausalLM``/``AutoTokenizer`` without tinypretrain),
     ``run.json`` (config, versions, metrics), ``metrics.jsonl``, ``loss.png``, ``samples.md`` and resumable
-    checkpoints. Raises ``TrainingDivergedError`` on a NaN/inf loss, keeping the last good checkpoint.
+    checkpoints. ``callbacks`` are extra ``TrainerCallback``s (logging, timing, early stopping). Raises
+    ``TrainingDivergedError`` on a NaN/inf loss, keeping the last good checkpoint.
     """
     cfg = PretrainConfig.from_dict({**(asdict(config) if config else {}), **overrides})
     out = _prepare_output_dir(cfg)
@@ -446,17 +500,17 @@ def pretrain(config: PretrainConfig | None = None, **overrides: Any) -> Pretrain
     logger.info("Model:\n%s", count_parameters(model))
 
     train_ds = _tokenize(cfg, train_texts, tokenizer)
-    n_steps = cfg.max_steps if cfg.max_steps > 0 else None
-    steps_estimate = n_steps or math.ceil(
-        len(train_ds) / (cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps) * cfg.num_train_epochs
+    micro_batch, accumulation = batch_sizes(cfg)
+    steps_estimate = cfg.max_steps if cfg.max_steps > 0 else math.ceil(
+        len(train_ds) / (micro_batch * accumulation) * cfg.num_train_epochs
     )
     eval_steps = cfg.eval_steps or max(1, steps_estimate // 5)
     args = TrainingArguments(
         output_dir=str(out),
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        per_device_train_batch_size=micro_batch,
+        gradient_accumulation_steps=accumulation,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type,
         warmup_steps=cfg.warmup_steps,
@@ -485,7 +539,7 @@ def pretrain(config: PretrainConfig | None = None, **overrides: Any) -> Pretrain
         eval_dataset=Dataset.from_dict({"text": eval_texts}),
         data_collator=causal_collator(pad_token_id=pad_id),
         processing_class=tokenizer,
-        callbacks=[guard],
+        callbacks=[guard, *(callbacks or [])],
         eval_texts=eval_texts,
         loss_chunk_size=cfg.loss_chunk_size,
     )
@@ -517,11 +571,7 @@ def pretrain(config: PretrainConfig | None = None, **overrides: Any) -> Pretrain
         "parameters": count_parameters(model).total,
     }
     if trainer.is_world_process_zero():
-        samples = generate(model, tokenizer, list(SAMPLE_PROMPTS[: cfg.num_samples]), max_new_tokens=min(200, cfg.max_length), seed=cfg.seed)
-        atomic_write_text(
-            out / "samples.md",
-            "# Samples\n\n" + "\n\n".join(f"## Prompt: {p!r}\n\n{s}" for p, s in zip(SAMPLE_PROMPTS, samples)) + "\n",
-        )
+        _write_samples(model, tokenizer, cfg, out / "samples.md")
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in state.log_history))
         _plot_losses(state.log_history, out / "loss.png")
         resolved = {**asdict(cfg), "output_dir": str(out), "model_config": model_config.to_dict()}

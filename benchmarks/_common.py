@@ -1,0 +1,107 @@
+"""Shared benchmark plumbing: data and tokenizer discovery, step timing, machine facts, table output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+import tinypretrain as tp
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinystories"
+CACHE = Path(os.environ.get("TINYPRETRAIN_CACHE", Path.home() / ".cache" / "tinypretrain"))
+
+
+def tokenizer_for(data: Path, tokenizer: str | None, vocab_size: int = 32000) -> str:
+    """A tokenizer path: the one given, else a byte-level BPE trained once on the data's train split and cached."""
+    if tokenizer:
+        return tokenizer
+    path = CACHE / f"bpe-{vocab_size}-{data.name}"
+    if not (path / "tokenizer.json").exists():
+        tp.train_tokenizer(data, vocab_size=vocab_size, save_dir=path)
+    return str(path)
+
+
+class StepTimer(TrainerCallback):
+    """Wall time and real tokens of the steps after ``warmup`` (compilation and first-batch costs excluded)."""
+
+    def __init__(self, warmup: int, tokens_per_step: list[int] | int) -> None:
+        self.warmup, self.tokens_per_step = warmup, tokens_per_step
+        self.start = self.end = None
+        self.steps = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        if state.global_step == self.warmup:
+            self.start = now
+        elif state.global_step > self.warmup:
+            self.end, self.steps = now, state.global_step - self.warmup
+
+    def tokens_per_s(self) -> float:
+        per_step = self.tokens_per_step
+        tokens = per_step * self.steps if isinstance(per_step, int) else sum(per_step[self.warmup : self.warmup + self.steps])
+        return tokens / (self.end - self.start)
+
+
+class CountingCollator:
+    """Wraps a collator and records the real (attention-mask) tokens of every batch, in order."""
+
+    def __init__(self, collate: Any) -> None:
+        self.collate, self.real, self.slots = collate, [], []
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.collate(features)
+        self.real.append(int(batch["attention_mask"].sum()))
+        self.slots.append(batch["attention_mask"].numel())
+        return batch
+
+
+def peak_memory_mb() -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
+def reset_peak_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def machine() -> dict[str, Any]:
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "device": gpu or f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}"
+        return "-" if v is None else str(v)
+
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells:
+        print("| " + " | ".join(v.rjust(w) for v, w in zip(row, widths)) + " |")
+
+
+def write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        from tinypretrain.io import atomic_write_json
+
+        atomic_write_json(path, payload)
+        print(f"wrote {path}")

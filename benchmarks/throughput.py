@@ -1,0 +1,144 @@
+"""Real (non-padding) training tokens/s of the seed recipe versus pretrain()'s default path, in ONE process.
+
+Both train the same model (the seed's 20M LLaMA, 32k vocab) on the same data with the same tokenizer.
+    python benchmarks/throughput.py --device cpu --quick --json bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import tinypretrain as tp
+from tinypretrain.train import batch_sizes
+from _common import (
+    DEFAULT_DATA, CountingCollator, StepTimer, machine, peak_memory_mb, print_table, reset_peak_memory,
+    tokenizer_for, write_json,
+)
+from seed_recipe import seed_model, seed_tokenize, seed_tokenizer, seed_trainer, seed_training_args
+from transformers import DataCollatorForLanguageModeling
+
+
+def bench_seed(train_texts, tok, steps: int, warmup: int, out: str) -> dict:
+    stok = seed_tokenizer(tok)
+    ds = seed_tokenize(train_texts, stok, num_proc=None)
+    collator = CountingCollator(DataCollatorForLanguageModeling(stok, mlm=False))
+    timer = StepTimer(warmup, collator.real)
+    args = seed_training_args(out, max_steps=warmup + steps, eval_strategy="no", save_strategy="no",
+                              logging_steps=10**6, dataloader_num_workers=0)
+    reset_peak_memory()
+    seed_trainer(seed_model(), stok, ds, None, args, data_collator=collator, callbacks=[timer]).train()
+    real, slots = sum(collator.real), sum(collator.slots)
+    return {"path": "seed recipe (batch 4, padded)", "real_tok_s": timer.tokens_per_s(),
+            "padding": 1 - real / slots, "peak_mem_mb": peak_memory_mb()}
+
+
+def bench_pretrain(data: Path, tok_path: str, steps: int, warmup: int, out: str, **overrides) -> dict:
+    cfg = tp.PretrainConfig(preset="seed-20m", **overrides)
+    micro, accumulation = batch_sizes(cfg)
+    timer = StepTimer(warmup, micro * accumulation * cfg.max_length)
+    reset_peak_memory()
+    tp.pretrain(cfg, dataset=str(data), tokenizer=tok_path, model_overrides={"vocab_size": 32000},
+                max_steps=warmup + steps, eval_steps=10**9, save_steps=10**9, max_eval_samples=4, num_samples=0,
+                output_dir=out, callbacks=[timer])
+    label = f"pretrain() default ({micro}x{cfg.max_length} packed, x{accumulation} accumulation)"
+    return {"path": label, "real_tok_s": timer.tokens_per_s(), "padding": 0.0, "peak_mem_mb": peak_memory_mb()}
+
+
+def bench_plain_loop(blocks: np.ndarray, batch: int, steps: int, warmup: int) -> dict:
+    """Reference: a bare PyTorch loop on random packed windows (no Trainer, no dataloader)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = tp.build_model(tp.make_llama_config(), seed=0).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device == "cuda")
+    rng = np.random.default_rng(0)
+    reset_peak_memory()
+    for i in range(warmup + steps):
+        if i == warmup:
+            torch.cuda.synchronize() if device == "cuda" else None
+            start = time.perf_counter()
+        x = torch.from_numpy(blocks[rng.integers(0, len(blocks), batch)]).to(device)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    torch.cuda.synchronize() if device == "cuda" else None
+    tokens = batch * blocks.shape[1] * steps
+    return {"path": f"plain loop ({batch}x{blocks.shape[1]})", "real_tok_s": tokens / (time.perf_counter() - start),
+            "padding": 0.0, "peak_mem_mb": peak_memory_mb()}
+
+
+def bench_tokenization(train_texts, tok, max_length: int) -> list[dict]:
+    rows = []
+    stok = seed_tokenizer(tok)
+    for label, fn in (
+        ("seed map(process_func, num_proc=8)", lambda: seed_tokenize(train_texts, stok, num_proc=8, cache=False)),
+        ("seed map(process_func), 1 process", lambda: seed_tokenize(train_texts, stok, num_proc=None, cache=False)),
+        ("tokenize_truncate(split) + pack_dataset, num_proc=8", lambda: tp.pack_dataset(train_texts.map(
+            tp.tokenize_truncate, batched=True, remove_columns=["text"], load_from_cache_file=False, num_proc=8,
+            fn_kwargs={"tokenizer": tok, "max_length": max_length, "overflow": "split"}), max_length)),
+        ("tokenize_truncate(split) + pack_dataset", lambda: tp.pack_dataset(train_texts.map(
+            tp.tokenize_truncate, batched=True, remove_columns=["text"], load_from_cache_file=False,
+            fn_kwargs={"tokenizer": tok, "max_length": max_length, "overflow": "split"}), max_length)),
+    ):
+        start = time.perf_counter()
+        fn()
+        rows.append({"pipeline": label, "stories_per_s": len(train_texts) / (time.perf_counter() - start)})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Corpus dir (train/valid .txt files).")
+    parser.add_argument("--tokenizer", help="Tokenizer path/name (default: a 32k BPE trained on --data, cached).")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="Few steps: minutes on 2 CPU cores.")
+    parser.add_argument("--steps", type=int, help="Timed steps per path (default: 200 GPU, 20 CPU, 6 quick).")
+    parser.add_argument("--plain", action="store_true", help="Also time the bare PyTorch loop reference.")
+    parser.add_argument("--json", help="Write the results here.")
+    args = parser.parse_args()
+    if args.device == "cpu":
+        torch.cuda.is_available = lambda: False  # keep every path on the CPU even on a GPU machine
+    if not (args.data / "train.txt").exists() and not list(args.data.glob("train*")):
+        raise SystemExit(f"No training data in {args.data}; pass --data DIR.")
+    steps = args.steps or (6 if args.quick else 20 if args.device == "cpu" else 200)
+    warmup = 1 if args.device == "cpu" else 10
+    tok_path = tokenizer_for(args.data, args.tokenizer)
+    tok = tp.load_tokenizer(tok_path)
+    train_texts = tp.load_text_dataset(args.data, "train")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # The seed's steps are ~8x smaller than ours; time it over proportionally more steps.
+        seed = bench_seed(train_texts, tok, steps * 8, warmup * 4, f"{tmp}/seed")
+        ours = bench_pretrain(args.data, tok_path, steps, warmup, f"{tmp}/ours")
+        rows = [seed, ours]
+        if args.plain:
+            cfg = tp.PretrainConfig()
+            micro, accumulation = batch_sizes(cfg)
+            blocks = tp.pack_sequences(train_texts.map(
+                tp.tokenize_truncate, batched=True, remove_columns=["text"],
+                fn_kwargs={"tokenizer": tok, "max_length": cfg.max_length, "overflow": "split"})["input_ids"], cfg.max_length)
+            rows.append(bench_plain_loop(blocks, micro * accumulation, steps, warmup))
+    for row in rows:
+        row["ratio_to_seed"] = row["real_tok_s"] / seed["real_tok_s"]
+    tokenization = bench_tokenization(train_texts, tok, tp.PretrainConfig().max_length)
+
+    info = machine()
+    print(f"\nThroughput on {info['device']}, torch {info['torch']}, {info['date']}; model: seed-20m (19.5M)")
+    print_table(rows, ["path", "real_tok_s", "padding", "peak_mem_mb", "ratio_to_seed"])
+    print(f"\nTokenization of {len(train_texts):,} stories ({args.data / 'train*'})")
+    print_table(tokenization, ["pipeline", "stories_per_s"])
+    write_json(args.json, {
+        "machine": info, "steps": steps, "rows": rows, "tokenization": tokenization,
+        "seed_tokens_per_s": seed["real_tok_s"], "pretrain_tokens_per_s": ours["real_tok_s"],
+        "ratio": ours["real_tok_s"] / seed["real_tok_s"],
+    })
+
+
+if __name__ == "__main__":
+    main()
