@@ -54,7 +54,7 @@ def test_loss_decreases_and_files_exist(run):
     for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "run.json",
                  "metrics.jsonl", "loss.png", "samples.md", "checkpoint-24", "checkpoint-8"):
         assert (run.output_dir / name).exists(), name
-    assert not list(run.output_dir.glob(".final-*"))
+    assert not (run.output_dir / ".final").exists()
     assert (run.output_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert "## Prompt: 'Once upon a time'" in (run.output_dir / "samples.md").read_text()
     info = json.loads((run.output_dir / "run.json").read_text())

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from datasets import Dataset
-from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers import LlamaConfig, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 from transformers import __version__ as transformers_version
 
 from .collate import causal_collator
@@ -285,8 +286,10 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _prepare_output_dir(cfg: PretrainConfig) -> Path:
+def _prepare_output_dir(cfg: PretrainConfig, check: bool = True) -> Path:
     out = Path(cfg.output_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")).expanduser()
+    if not check:  # another rank: the main process has validated and created it
+        return out
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir {out} is an existing file; pass a directory path.")
     if cfg.resume_from_checkpoint:
@@ -347,6 +350,34 @@ def _load_texts(cfg: PretrainConfig) -> tuple[Dataset, list[str]]:
     return train, eval_texts
 
 
+def _make_tokenizer(cfg: PretrainConfig, train_texts: Dataset, checkpoint: str | None) -> Any:
+    if cfg.tokenizer is not None:
+        return load_tokenizer(cfg.tokenizer)
+    if checkpoint is not None:
+        return load_tokenizer(checkpoint)  # the tokenizer this run trained, saved with each checkpoint
+    return train_tokenizer(
+        train_texts, vocab_size=cfg.vocab_size, model_max_length=cfg.max_length, text_column=cfg.text_column
+    )
+
+
+def _model_config(cfg: PretrainConfig, tokenizer: Any) -> LlamaConfig:
+    fields_ = {"preset": cfg.preset, **cfg.model_overrides}
+    fields_.setdefault("vocab_size", -(-len(tokenizer) // 64) * 64)  # embeddings sized to the tokenizer
+    fields_.setdefault("max_position_embeddings", max(cfg.max_length, PRESETS[cfg.preset].get("max_position_embeddings", 0)))
+    config = make_llama_config(
+        **fields_, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}; "
+            "raise vocab_size in model_overrides (or drop it to match the tokenizer)."
+        )
+    if cfg.max_length > config.max_position_embeddings:
+        raise ValueError(f"max_length={cfg.max_length} exceeds max_position_embeddings={config.max_position_embeddings}.")
+    return config
+
+
 def _tokenize(cfg: PretrainConfig, train: Dataset, tokenizer: Any) -> Dataset:
     pack = cfg.packing == "pack"
     tokenized = train.map(
@@ -378,6 +409,10 @@ def batch_sizes(cfg: PretrainConfig) -> tuple[int, int]:
     return micro, cfg.gradient_accumulation_steps or max(1, GLOBAL_BATCH // micro)
 
 
+def _cpu_only() -> bool:
+    return not (torch.cuda.is_available() or torch.backends.mps.is_available())
+
+
 def _device_defaults(cfg: PretrainConfig) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
@@ -387,6 +422,7 @@ def _device_defaults(cfg: PretrainConfig) -> dict[str, Any]:
         "torch_compile": cfg.torch_compile if cfg.torch_compile is not None else cuda,
         "dataloader_num_workers": cfg.dataloader_num_workers if cfg.dataloader_num_workers is not None else (4 if cuda else 0),
         "dataloader_pin_memory": cuda,
+        "use_cpu": _cpu_only(),  # also makes multi-process CPU runs use gloo
     }
 
 
@@ -421,12 +457,16 @@ def _plot_losses(history: list[dict[str, Any]], path: Path) -> None:
 
 def _save_final(trainer: Trainer, tokenizer: Any, out: Path) -> None:
     # Save into a scratch folder, then move each file into place: every file in out/ is always whole.
-    with tempfile.TemporaryDirectory(dir=out, prefix=".final-") as tmp:
-        trainer.save_model(tmp)
-        tokenizer.save_pretrained(tmp)
-        for item in Path(tmp).iterdir():
+    # Every rank calls save_model (FSDP gathers the weights collectively); only the main process writes.
+    scratch = out / ".final"
+    trainer.save_model(str(scratch))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(scratch)
+        for item in scratch.iterdir():
             if item.name != "training_args.bin":
                 os.replace(item, out / item.name)
+        shutil.rmtree(scratch)
+    trainer.accelerator.wait_for_everyone()
 
 
 def _write_samples(model: PreTrainedModel, tokenizer: Any, cfg: PretrainConfig, path: Path) -> None:
@@ -465,41 +505,20 @@ def pretrain(
     ``TrainingDivergedError`` on a NaN/inf loss, keeping the last good checkpoint.
     """
     cfg = PretrainConfig.from_dict({**(asdict(config) if config else {}), **overrides})
-    out = _prepare_output_dir(cfg)
-    checkpoint = _resolve_checkpoint(cfg, out)
     wall_start = time.perf_counter()
-
-    train_texts, eval_texts = _load_texts(cfg)
-    if cfg.tokenizer is None and checkpoint is not None:
-        tokenizer = load_tokenizer(checkpoint)  # the tokenizer this run trained, saved with each checkpoint
-    elif cfg.tokenizer is None:
-        tokenizer = train_tokenizer(
-            train_texts, vocab_size=cfg.vocab_size, model_max_length=cfg.max_length, text_column=cfg.text_column
-        )
-    else:
-        tokenizer = load_tokenizer(cfg.tokenizer)
-    model_fields = {"preset": cfg.preset, **cfg.model_overrides}
-    model_fields.setdefault("vocab_size", -(-len(tokenizer) // 64) * 64)
-    model_fields.setdefault("max_position_embeddings", max(cfg.max_length, PRESETS[cfg.preset].get("max_position_embeddings", 0)))
-    model_config = make_llama_config(
-        **model_fields,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    if len(tokenizer) > model_config.vocab_size:
-        raise ValueError(
-            f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {model_config.vocab_size}; "
-            "raise vocab_size in model_overrides (or drop it to match the tokenizer)."
-        )
-    if cfg.max_length > model_config.max_position_embeddings:
-        raise ValueError(
-            f"max_length={cfg.max_length} exceeds max_position_embeddings={model_config.max_position_embeddings}."
-        )
+    # Joins the process group of torchrun / accelerate launch (gloo on CPU); trivial for one process.
+    state = PartialState(cpu=_cpu_only())
+    with state.main_process_first():  # rank 0 checks the folder and fills the datasets cache; the others reuse it
+        out = _prepare_output_dir(cfg, check=state.is_main_process)
+        checkpoint = _resolve_checkpoint(cfg, out)
+        train_texts, eval_texts = _load_texts(cfg)
+        tokenizer = _make_tokenizer(cfg, train_texts, checkpoint)
+        model_config = _model_config(cfg, tokenizer)
+        train_ds = _tokenize(cfg, train_texts, tokenizer)
     model = build_model(model_config, init=cfg.init, seed=cfg.seed)
-    logger.info("Model:\n%s", count_parameters(model))
+    if state.is_main_process:
+        logger.info("Model:\n%s", count_parameters(model))
 
-    train_ds = _tokenize(cfg, train_texts, tokenizer)
     micro_batch, accumulation = batch_sizes(cfg)
     steps_estimate = cfg.max_steps if cfg.max_steps > 0 else math.ceil(
         len(train_ds) / (micro_batch * accumulation) * cfg.num_train_epochs
@@ -553,8 +572,7 @@ def pretrain(
 
     final = trainer.evaluate()
     trainer.save_state()
-    if trainer.is_world_process_zero():
-        _save_final(trainer, tokenizer, out)
+    _save_final(trainer, tokenizer, out)
     state = trainer.state
     runtime = train_output.metrics.get("train_runtime", 0.0)
     metrics = {
@@ -563,6 +581,8 @@ def pretrain(
         "eval_bits_per_byte": final["eval_bits_per_byte"],
         "train_loss": train_output.training_loss,
         "train_steps": state.global_step,
+        "world_size": args.world_size,
+        "global_batch_size": micro_batch * accumulation * args.world_size,
         "tokens_seen": int(state.num_input_tokens_seen),
         "train_tokens_per_s": state.num_input_tokens_seen / runtime if runtime else 0.0,
         "train_runtime_s": runtime,

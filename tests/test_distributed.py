@@ -1,0 +1,48 @@
+"""Data-parallel training on CPU with 2 processes (torchrun, gloo) against a single process with the same global batch."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+LOSS_TOLERANCE = 1e-4  # per logged step; only the order of float reductions differs
+
+
+def _run(cmd, tmp_path):
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _losses(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_matches_one(tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    _run([*torchrun, str(WORKER), str(tmp_path / "ddp"), str(tmp_path / "ddp-log"), "4"], tmp_path)
+    _run([sys.executable, str(WORKER), str(tmp_path / "single"), str(tmp_path / "single-log"), "8"], tmp_path)
+    rank0, rank1 = (json.loads((tmp_path / "ddp-log" / f"rank{r}.json").read_text()) for r in (0, 1))
+    single = json.loads((tmp_path / "single-log" / "rank0.json").read_text())
+
+    # the global batch is what the config says: 2 ranks x 4 rows = the single process's 8 rows
+    m = rank0["metrics"]
+    assert (m["world_size"], m["global_batch_size"], m["train_steps"]) == (2, 8, 6)
+    assert m["tokens_seen"] == 6 * 8 * 32 == single["metrics"]["tokens_seen"]
+    # each rank sees different data, and together exactly what the single process saw
+    for step in range(6):
+        a, b = rank0["seen"][step], rank1["seen"][step]
+        assert len(a) == len(b) == 4 and not set(map(tuple, a)) & set(map(tuple, b))
+        assert sorted(a + b) == sorted(single["seen"][step])
+    # the losses match the single-process run
+    ddp, one = _losses(tmp_path / "ddp"), _losses(tmp_path / "single")
+    assert ddp.keys() == one.keys() == set(range(1, 7))
+    assert max(abs(ddp[s] - one[s]) for s in ddp) < LOSS_TOLERANCE
+    # only rank 0 writes the artifacts
+    assert rank1["written"] == []
+    assert {"run.json", "metrics.jsonl", "samples.md", "loss.png"} <= set(rank0["written"])
+    assert (tmp_path / "ddp" / "model.safetensors").exists() and (tmp_path / "ddp" / "checkpoint-6").exists()
