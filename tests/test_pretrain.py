@@ -108,7 +108,7 @@ def test_refuses_to_clobber_or_resume_from_nothing(tmp_path):
         tp.pretrain(output_dir=str(tmp_path / "empty"), max_steps=1, resume_from_checkpoint="true", **TINY)
     half = tmp_path / "half" / "checkpoint-8"
     half.mkdir(parents=True)
-    with pytest.raises(ValueError, match="not a usable checkpoint"):
+    with pytest.raises(ValueError, match="not a usable checkpoint: trainer_state.json is missing"):
         tp.pretrain(output_dir=str(tmp_path / "half"), max_steps=1, resume_from_checkpoint=str(half), **TINY)
     assert tp.train.last_complete_checkpoint(tmp_path / "half") is None
 

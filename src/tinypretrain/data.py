@@ -102,6 +102,8 @@ def _load_local_split(files: list[str], streaming: bool) -> Dataset | IterableDa
         raise ValueError(f"Unsupported file type {suffix!r} ({files[0]}); use one of {', '.join(_SUFFIXES)}.")
     if suffix == ".txt":
         features = Features({"text": Value("string")})
+        if next(read_eot_text(files), None) is None:  # datasets cannot build a split from zero examples
+            return Dataset.from_dict({"text": []}, features=features)
         if streaming:
             return IterableDataset.from_generator(read_eot_text, features=features, gen_kwargs={"paths": files})
         # The cache key must change when a file does; datasets would otherwise hash only the paths.
@@ -124,6 +126,9 @@ def _select(dsd: dict[str, Dataset | IterableDataset], split: str) -> Dataset | 
     missing = names - dsd.keys()
     if missing:
         raise ValueError(f"Split {sorted(missing)} not found; available splits: {sorted(dsd)}.")
+    empty = sorted(name for name in names if _num_rows(dsd[name]) == 0)
+    if empty:
+        raise ValueError(f"Split {empty} is empty: its files hold no texts. Add data or pick another split.")
     parts = []
     for piece in instructions.to_absolute({name: _num_rows(dsd[name]) for name in names}):
         ds = dsd[piece.splitname]

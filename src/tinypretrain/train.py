@@ -315,17 +315,34 @@ def _resolve_checkpoint(cfg: PretrainConfig, out: Path) -> str | None:
                 f"resume_from_checkpoint=true but {out} has no complete checkpoint-N folder. Start without resuming, "
                 "or point resume_from_checkpoint at a checkpoint folder."
             )
-        return str(checkpoint)
-    checkpoint = Path(cfg.resume_from_checkpoint)
-    if not (checkpoint / "trainer_state.json").exists() or not (checkpoint / "model.safetensors").exists():
-        raise ValueError(
-            f"{checkpoint} is not a usable checkpoint (missing trainer_state.json or model.safetensors); "
-            "pass a checkpoint-N folder written by a previous run, or resume_from_checkpoint=true."
-        )
+    else:
+        checkpoint = Path(cfg.resume_from_checkpoint)
+    _check_checkpoint(checkpoint)
     return str(checkpoint)
 
 
+def _check_checkpoint(checkpoint: Path) -> None:
+    """Fail early, with the fix, on a checkpoint Trainer could not load (rather than deep inside train())."""
+    from safetensors import SafetensorError, safe_open
+
+    hint = "Delete it to resume from an earlier checkpoint, or start without resume_from_checkpoint."
+    for name in ("trainer_state.json", "model.safetensors", "optimizer.pt"):
+        if not (checkpoint / name).exists():
+            raise ValueError(f"{checkpoint} is not a usable checkpoint: {name} is missing. {hint}")
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        with safe_open(checkpoint / "model.safetensors", framework="pt") as weights:
+            next(iter(weights.keys()))
+    except (json.JSONDecodeError, SafetensorError, StopIteration, OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{checkpoint} is corrupt ({type(err).__name__}: {err}). {hint}") from None
+
+
+def _nonblank(ds: Dataset, text_column: str) -> Dataset:
+    return ds.filter(lambda b: [bool(t and t.strip()) for t in b[text_column]], batched=True)
+
+
 def _load_texts(cfg: PretrainConfig) -> tuple[Dataset, list[str]]:
+    source = cfg.dataset or "the built-in story generator"
     if cfg.dataset is None:
         train = story_dataset(cfg.builtin_stories, seed=cfg.seed)
         seen = set(train["text"])
@@ -333,20 +350,23 @@ def _load_texts(cfg: PretrainConfig) -> tuple[Dataset, list[str]]:
         eval_texts = [t for t in dict.fromkeys(extra) if t not in seen][: cfg.eval_size]
     else:
         splits = load_text_dataset(cfg.dataset, split=None, text_column=cfg.text_column)
-        train = load_text_dataset(cfg.dataset, split=cfg.train_split, text_column=cfg.text_column)
+        train = _nonblank(load_text_dataset(cfg.dataset, split=cfg.train_split, text_column=cfg.text_column), cfg.text_column)
+        if len(train) == 0:
+            raise ValueError(f"The training split {cfg.train_split!r} of {source} is empty (or only blank texts).")
         if cfg.eval_split and cfg.eval_split.split("[")[0] in splits:
             eval_texts = load_text_dataset(cfg.dataset, split=cfg.eval_split, text_column=cfg.text_column)[cfg.text_column]
+        elif len(train) < 2:
+            raise ValueError(f"{source} has one training text and no {cfg.eval_split!r} split to evaluate on; add data.")
         else:
             held = train.train_test_split(test_size=min(cfg.eval_size, max(1, len(train) // 10)), seed=cfg.seed)
             train, eval_texts = held["train"], held["test"][cfg.text_column]
-    train = train.filter(lambda b: [bool(t and t.strip()) for t in b[cfg.text_column]], batched=True)
     if cfg.max_train_samples is not None:
         train = train.select(range(min(cfg.max_train_samples, len(train))))
     eval_texts = [t for t in eval_texts if t and t.strip()][: cfg.max_eval_samples]
     if len(train) == 0:
-        raise ValueError(f"The training data ({cfg.dataset or 'built-in'}) is empty after dropping blank texts.")
+        raise ValueError(f"No training texts from {source}; raise max_train_samples or builtin_stories.")
     if not eval_texts:
-        raise ValueError("The eval data is empty after dropping blank texts; set eval_split or eval_size.")
+        raise ValueError(f"The eval texts of {source} are empty (or only blank); set eval_split or eval_size.")
     return train, eval_texts
 
 

@@ -1,0 +1,76 @@
+"""kill -9 during training, resume, and compare with an uninterrupted run of the same seed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+FLAGS = [
+    "--builtin_stories", "1500", "--max_length", "64", "--vocab_size", "400", "--max_eval_samples", "16",
+    "--eval_size", "16", "--per_device_train_batch_size", "8", "--max_steps", "240", "--save_steps", "40",
+    "--eval_steps", "120", "--logging_steps", "10", "--num_samples", "1", "--save_total_limit", "2",
+    "--model_overrides", '{"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}',
+]
+
+
+def _train(out, *extra):
+    return [sys.executable, "-m", "tinypretrain", "train", "--output_dir", str(out), *FLAGS, *extra]
+
+
+def _losses(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    crashed, full = tmp_path / "crashed", tmp_path / "full"
+    proc = subprocess.Popen(_train(crashed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (crashed / "checkpoint-80" / "tinypretrain_complete").exists():
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not (crashed / "run.json").exists()
+
+    subprocess.run(_train(crashed, "--resume_from_checkpoint", "true"), check=True, capture_output=True)
+    subprocess.run(_train(full), check=True, capture_output=True)
+
+    a, b = load_file(crashed / "model.safetensors"), load_file(full / "model.safetensors")
+    max_diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert max_diff == 0.0, f"resumed weights differ from the uninterrupted run by {max_diff}"
+    assert _losses(crashed) == _losses(full)
+    assert json.loads((crashed / "run.json").read_text())["metrics"]["train_steps"] == 240
+
+
+def test_resume_skips_a_checkpoint_killed_mid_save(tmp_path):
+    from tinypretrain.train import COMPLETE_MARKER, last_complete_checkpoint
+
+    for step, complete in ((10, True), (20, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / COMPLETE_MARKER).write_text(str(step))
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
+
+
+def test_corrupt_checkpoint_is_refused_with_the_fix(tmp_path):
+    import tinypretrain as tp
+    from tinypretrain.train import COMPLETE_MARKER
+
+    ckpt = tmp_path / "checkpoint-5"
+    ckpt.mkdir()
+    (ckpt / COMPLETE_MARKER).write_text("5")
+    (ckpt / "trainer_state.json").write_text("{}")
+    (ckpt / "optimizer.pt").write_bytes(b"")
+    (ckpt / "model.safetensors").write_bytes(os.urandom(64))
+    with pytest.raises(ValueError, match=r"checkpoint-5 is corrupt .*Delete it to resume from an earlier checkpoint"):
+        tp.pretrain(output_dir=str(tmp_path), max_steps=1, resume_from_checkpoint="true", builtin_stories=50)
