@@ -8,7 +8,8 @@ from torch.utils.checkpoint import checkpoint
 
 
 def _summed_ce(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    logits = (hidden @ weight.T).float()
+    logits = hidden @ weight.T
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 logits are upcast
     return F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
 
 
@@ -30,7 +31,7 @@ def causal_lm_loss(
     labels = labels[:, 1:].reshape(-1).to(hidden.device)
     if chunk_size is None or chunk_size >= len(labels):
         return _summed_ce(hidden, lm_head_weight, labels)
-    total = hidden.new_zeros((), dtype=torch.float32)
+    total = hidden.new_zeros((), dtype=torch.promote_types(hidden.dtype, torch.float32))
     for start in range(0, len(labels), chunk_size):
         part = slice(start, start + chunk_size)
         total = total + checkpoint(_summed_ce, hidden[part], lm_head_weight, labels[part], use_reentrant=False)

@@ -1,0 +1,49 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tinypretrain as tp
+
+
+def _reference(hidden, weight, labels):
+    logits = hidden @ weight.T
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), reduction="sum")
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 7, 64, 10_000])
+def test_chunked_loss_and_gradients_equal_the_plain_loss(chunk):
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 17, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 50, (3, 17))
+    labels[0, 5:9] = -100
+    expected = _reference(hidden, weight, labels)
+    expected_grads = torch.autograd.grad(expected, (hidden, weight))
+    got = tp.causal_lm_loss(hidden, weight, labels, chunk_size=chunk)
+    grads = torch.autograd.grad(got, (hidden, weight))
+    assert torch.allclose(got.double(), expected, rtol=1e-6)
+    for g, e in zip(grads, expected_grads):
+        assert torch.allclose(g, e, rtol=1e-6, atol=1e-9)
+
+
+def test_matches_the_model_loss():
+    model = tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                num_key_value_heads=1, vocab_size=100), seed=0)
+    ids = torch.randint(0, 100, (2, 12))
+    hf = model(input_ids=ids, labels=ids).loss
+    hidden = model.model(input_ids=ids).last_hidden_state
+    ours = tp.causal_lm_loss(hidden, model.lm_head.weight, ids, chunk_size=5) / (2 * 11)
+    assert torch.allclose(ours, hf, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_pretrain_with_chunked_loss_equals_plain(tmp_path):
+    common = dict(max_steps=3, builtin_stories=200, max_length=32, vocab_size=300, num_samples=0, logging_steps=1,
+                  per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                  model_overrides={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                   "num_key_value_heads": 1})
+    plain = tp.pretrain(output_dir=str(tmp_path / "plain"), **common)
+    chunked = tp.pretrain(output_dir=str(tmp_path / "chunked"), loss_chunk_size=16, **common)
+    assert chunked.metrics["train_loss"] == pytest.approx(plain.metrics["train_loss"], rel=1e-5)
+    for a, b in zip(plain.model.parameters(), chunked.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
