@@ -17,7 +17,7 @@ import torch
 import tinypretrain as tp
 from tinypretrain.train import batch_sizes
 from _common import (
-    DEFAULT_DATA, CountingCollator, StepTimer, machine, peak_memory_mb, print_table, reset_peak_memory,
+    DEFAULT_DATA, CountingCollator, StepTimer, machine, parse_variant, peak_memory_mb, print_table, reset_peak_memory,
     tokenizer_for, write_json,
 )
 from seed_recipe import seed_model, seed_tokenize, seed_tokenizer, seed_trainer, seed_training_args
@@ -38,7 +38,7 @@ def bench_seed(train_texts, tok, steps: int, warmup: int, out: str) -> dict:
             "padding": 1 - real / slots, "peak_mem_mb": peak_memory_mb()}
 
 
-def bench_pretrain(data: Path, tok_path: str, steps: int, warmup: int, out: str, **overrides) -> dict:
+def bench_pretrain(data: Path, tok_path: str, steps: int, warmup: int, out: str, name: str = "", **overrides) -> dict:
     cfg = tp.PretrainConfig(preset="seed-20m", **overrides)
     micro, accumulation = batch_sizes(cfg)
     timer = StepTimer(warmup, micro * accumulation * cfg.max_length)
@@ -46,7 +46,7 @@ def bench_pretrain(data: Path, tok_path: str, steps: int, warmup: int, out: str,
     tp.pretrain(cfg, dataset=str(data), tokenizer=tok_path, model_overrides={"vocab_size": 32000},
                 max_steps=warmup + steps, eval_steps=10**9, save_steps=10**9, max_eval_samples=4, num_samples=0,
                 output_dir=out, callbacks=[timer])
-    label = f"pretrain() default ({micro}x{cfg.max_length} packed, x{accumulation} accumulation)"
+    label = f"pretrain() {name or 'default'} ({micro}x{cfg.max_length} packed, x{accumulation} accumulation)"
     return {"path": label, "real_tok_s": timer.tokens_per_s(), "padding": 0.0, "peak_mem_mb": peak_memory_mb()}
 
 
@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Few steps: minutes on 2 CPU cores.")
     parser.add_argument("--steps", type=int, help="Timed steps per path (default: 200 GPU, 20 CPU, 6 quick).")
     parser.add_argument("--plain", action="store_true", help="Also time the bare PyTorch loop reference.")
+    parser.add_argument("--variant", action="append", default=[], help="name:field=value,... (a lever to time).")
     parser.add_argument("--json", help="Write the results here.")
     args = parser.parse_args()
     if args.device == "cpu":
@@ -117,6 +118,8 @@ def main() -> None:
         seed = bench_seed(train_texts, tok, steps * 8, warmup * 4, f"{tmp}/seed")
         ours = bench_pretrain(args.data, tok_path, steps, warmup, f"{tmp}/ours")
         rows = [seed, ours]
+        for i, (name, overrides) in enumerate(map(parse_variant, args.variant)):
+            rows.append(bench_pretrain(args.data, tok_path, steps, warmup, f"{tmp}/variant{i}", name, **overrides))
         if args.plain:
             cfg = tp.PretrainConfig()
             micro, accumulation = batch_sizes(cfg)

@@ -192,3 +192,13 @@ def test_shared_tinystories(tinystories_dir):
     assert set(dsd) == {"train", "validation"}
     assert len(dsd["train"]) == 6363 and len(dsd["validation"]) == 1099
     assert all("<|endoftext|>" not in t for t in dsd["validation"]["text"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches=st.lists(seqs, min_size=0, max_size=5), block=st.integers(2, 17))
+def test_pack_stream_equals_packing_everything(batches, block):
+    everything = [s for batch in batches for s in batch]
+    streamed = list(tp.pack_stream(iter(batches), block))
+    expected = tp.pack_sequences(everything, block)
+    assert len(streamed) == len(expected)
+    assert all(np.array_equal(a, b) for a, b in zip(streamed, expected))

@@ -143,3 +143,16 @@ def test_yaml_config_rejects_unknown_keys(tmp_path):
 def test_vocab_larger_than_model(tmp_path):
     with pytest.raises(ValueError, match="tokenizer has .* tokens but the model's vocab_size is 300"):
         tp.pretrain(output_dir=str(tmp_path / "o"), max_steps=1, **{**TINY, "model_overrides": {"vocab_size": 300}})
+
+
+@pytest.mark.slow
+def test_streaming_run(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").write_text("".join(f"{s}\n<|endoftext|>\n" for s in tp.generate_stories(300, seed=5)))
+    result = tp.pretrain(dataset=str(data), streaming=True, output_dir=str(tmp_path / "out"), max_steps=6,
+                         **{**TINY, "eval_size": 20})
+    assert result.metrics["train_steps"] == 6 and result.metrics["tokens_seen"] == 6 * 8 * 64
+    assert (tmp_path / "out" / "model.safetensors").exists()
+    with pytest.raises(ValueError, match="streaming needs a dataset, max_steps > 0"):
+        tp.PretrainConfig(dataset=str(data), streaming=True)

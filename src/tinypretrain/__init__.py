@@ -3,7 +3,7 @@
 from .collate import causal_collator
 from .config import ffn_size, list_presets, make_llama_config
 from .corpus import generate_stories, story_dataset
-from .data import load_text_dataset, pack_dataset, pack_sequences, tokenize_truncate
+from .data import load_text_dataset, pack_dataset, pack_sequences, pack_stream, tokenize_truncate
 from .init import init_model, kaiming_init, normal_init
 from .model import ParameterCount, build_model, count_parameters
 from .evaluate import evaluate
@@ -37,6 +37,7 @@ __all__ = [
     "normal_init",
     "pack_dataset",
     "pack_sequences",
+    "pack_stream",
     "story_dataset",
     "tokenize_truncate",
     "train_tokenizer",

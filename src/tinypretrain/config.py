@@ -10,6 +10,7 @@ from transformers import LlamaConfig
 # Shapes of the TinyStories paper's grid (Eldan & Li 2023, fig. 4/tab. 2): hidden x layers.
 PAPER_HIDDEN_SIZES = (64, 128, 256, 512, 768, 1024)
 PAPER_LAYERS = (1, 2, 4, 8, 12)
+DEFAULT_CONTEXT = 2048  # the seed's max_position_embeddings
 
 
 def _paper_shape(hidden: int, layers: int) -> dict[str, int]:
@@ -89,7 +90,7 @@ def make_llama_config(
     vocab_size: int = 32000,
     intermediate_size: int | None = None,
     ffn_multiple_of: int = 128,
-    max_position_embeddings: int = 2048,
+    max_position_embeddings: int = DEFAULT_CONTEXT,
     tie_word_embeddings: bool = False,
     *,
     preset: str | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -253,6 +253,11 @@ def tokenize_truncate(
 
 
 # ----------------------------------------------------------------------------------------------------------- packing
+def _flatten(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    return np.fromiter((t for s in sequences for t in s), dtype=np.int64, count=int(lengths.sum())), lengths
+
+
 def pack_sequences(
     sequences: Sequence[Sequence[int]] | pa.Array | pa.ChunkedArray,
     block_size: int,
@@ -273,12 +278,27 @@ def pack_sequences(
         flat = column.flatten().to_numpy(zero_copy_only=False)
         lengths = np.diff(column.offsets.to_numpy())
     else:
-        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
-        flat = np.fromiter((t for s in sequences for t in s), dtype=np.int64, count=int(lengths.sum()))
+        flat, lengths = _flatten(sequences)
     if eos_token_id is not None:
         flat = np.insert(flat, np.cumsum(lengths), eos_token_id)
     n_blocks = len(flat) // block_size
     return flat[: n_blocks * block_size].astype(np.int64, copy=False).reshape(n_blocks, block_size)
+
+
+def pack_stream(batches: Iterable[Sequence[Sequence[int]]], block_size: int) -> Iterator[np.ndarray]:
+    """Pack an endless or huge stream of token-sequence batches into ``block_size`` blocks, one block at a time.
+
+    The streaming twin of ``pack_sequences``: tokens left over from one batch start the next block, so the
+    output equals ``pack_sequences`` of everything concatenated. Only the stream's final partial block is dropped.
+    """
+    if block_size < 2:
+        raise ValueError(f"block_size must be >= 2, got {block_size}.")
+    carry = np.empty(0, dtype=np.int64)
+    for batch in batches:
+        stream = np.concatenate([carry, _flatten(batch)[0]])
+        n_blocks = len(stream) // block_size
+        yield from stream[: n_blocks * block_size].reshape(n_blocks, block_size)
+        carry = stream[n_blocks * block_size :]
 
 
 def pack_dataset(
