@@ -202,3 +202,10 @@ def test_pack_stream_equals_packing_everything(batches, block):
     expected = tp.pack_sequences(everything, block)
     assert len(streamed) == len(expected)
     assert all(np.array_equal(a, b) for a, b in zip(streamed, expected))
+
+
+def test_streams_take_row_slices_only(tmp_path):
+    _write_eot(tmp_path / "train.txt", ["One.", "Two."])
+    with pytest.raises(ValueError, match="cannot be a percentage"):
+        tp.load_text_dataset(tmp_path, "train[:50%]", streaming=True)
+    assert set(tp.load_text_dataset(tmp_path, None, streaming=True)) == {"train"}

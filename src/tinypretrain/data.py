@@ -11,21 +11,22 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-from datasets.exceptions import DatasetGenerationError
 from datasets import (
     Dataset,
     DatasetDict,
     Features,
     IterableDataset,
+    IterableDatasetDict,
     ReadInstruction,
     Value,
     concatenate_datasets,
     load_dataset,
 )
+from datasets.exceptions import DatasetGenerationError
 
 EOT = "<|endoftext|>"
 # How split names in file names map to dataset splits (TinyStoriesV2 ships `...-valid.txt`).
-_SPLIT_PREFIXES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation", "test": "test"}
+_SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation", "test": "test"}
 _BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 _SUFFIXES = (".txt", *_BUILDERS)
 
@@ -70,7 +71,7 @@ def _split_of(path: Path) -> str | None:
     for word in re.split(r"[-_.]", path.name.lower()):
         match = re.fullmatch(r"(train|validation|valid|val|test)\d*", word)
         if match:
-            return _SPLIT_PREFIXES[match.group(1)]
+            return _SPLIT_NAMES[match.group(1)]
     return None
 
 
@@ -103,7 +104,8 @@ def _load_local_split(files: list[str], streaming: bool) -> Dataset | IterableDa
     if suffix == ".txt":
         features = Features({"text": Value("string")})
         if next(read_eot_text(files), None) is None:  # datasets cannot build a split from zero examples
-            return Dataset.from_dict({"text": []}, features=features)
+            empty = Dataset.from_dict({"text": []}, features=features)
+            return empty.to_iterable_dataset() if streaming else empty
         if streaming:
             return IterableDataset.from_generator(read_eot_text, features=features, gen_kwargs={"paths": files})
         # The cache key must change when a file does; datasets would otherwise hash only the paths.
@@ -121,6 +123,8 @@ def _load_local_split(files: list[str], streaming: bool) -> Dataset | IterableDa
 
 
 def _select(dsd: dict[str, Dataset | IterableDataset], split: str) -> Dataset | IterableDataset:
+    if "%" in split and any(isinstance(ds, IterableDataset) for ds in dsd.values()):
+        raise ValueError(f"A stream has no length, so {split!r} cannot be a percentage; use rows, e.g. train[:10000].")
     instructions = ReadInstruction.from_spec(split)
     names = {name for name in re.findall(r"([\w-]+)(?:\[[^\]]*\])?", split)}
     missing = names - dsd.keys()
@@ -170,34 +174,28 @@ def load_text_dataset(
     text_column: str = "text",
     streaming: bool = False,
     **load_kwargs: Any,
-) -> Dataset | IterableDataset | DatasetDict:
+) -> Dataset | IterableDataset | DatasetDict | IterableDatasetDict:
     """Load a text corpus from the hub or from local files, checked to have a string ``text_column``.
 
     ``source`` is a hub dataset name (``noanabeshima/TinyStoriesV2``), a file (``.txt`` with ``<|endoftext|>``
     separators, ``.jsonl``, ``.json``, ``.parquet``) or a directory whose files are named by split
     (``train*``, ``valid*``/``validation*``, ``test*``; ``valid`` becomes ``validation``). ``split`` takes slices
     like ``"train[:10%]"``; ``split=None`` returns every split as a ``DatasetDict``. ``streaming=True`` gives an
-    ``IterableDataset`` for corpora larger than the disk cache. ``load_kwargs`` go to ``datasets.load_dataset``
-    on the hub path.
+    ``IterableDataset`` for corpora larger than the disk cache (row slices only: a stream has no length).
+    ``load_kwargs`` go to ``datasets.load_dataset`` on the hub path.
     """
     path = Path(source).expanduser()
     if path.exists():
-        dsd = {name: _load_local_split(files, streaming) for name, files in _local_files(path).items()}
-        if split is None:
-            result: Any = DatasetDict(dsd) if not streaming else dsd
-            for ds in dsd.values():
-                check_text_column(ds, text_column)
-            return result
-        ds = _select(dsd, split)
+        splits = {name: _load_local_split(files, streaming) for name, files in _local_files(path).items()}
+        ds = (IterableDatasetDict if streaming else DatasetDict)(splits)
+        if split is not None:
+            ds = _select(ds, split)
     elif str(source).startswith((".", "/", "~")) or path.suffix in _SUFFIXES:
         raise ValueError(f"{source} does not exist. Pass an existing file or directory, or a hub dataset name.")
     else:
         ds = load_dataset(str(source), split=split, streaming=streaming, **load_kwargs)
-        if split is None:
-            for part in ds.values():
-                check_text_column(part, text_column)
-            return ds
-    check_text_column(ds, text_column)
+    for part in ds.values() if split is None else [ds]:
+        check_text_column(part, text_column)
     return ds
 
 

@@ -68,8 +68,11 @@ def evaluate(
         start += size
         batch = {k: v.to(device) for k, v in batch.items()}
         with _autocast(device):
-            hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-            nats += causal_lm_loss(hidden, model.lm_head.weight, batch["labels"], chunk_size=loss_chunk_size).item()
+            hidden = model.get_decoder()(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).last_hidden_state
+            head = model.get_output_embeddings().weight
+            nats += causal_lm_loss(hidden, head, batch["labels"], chunk_size=loss_chunk_size).item()
         predicted += int((batch["labels"][:, 1:] != -100).sum())
     model.train(was_training)
     loss = nats / max(predicted, 1)

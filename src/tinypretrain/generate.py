@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from .collate import causal_collator
+
 
 @torch.no_grad()
 def generate(
@@ -30,6 +32,8 @@ def generate(
     """
     if isinstance(prompts, str):
         prompts = [prompts]
+    if not prompts:
+        return []
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     if eos is None:
@@ -37,25 +41,25 @@ def generate(
     rows = [([eos] if prepend_eos else []) + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     if any(not row for row in rows):
         raise ValueError("An empty prompt needs prepend_eos=True (there is no token to start from).")
-    width = max(map(len, rows))
+    batch = causal_collator(pad_token_id=pad, padding_side="left")([{"input_ids": r} for r in rows])
     device = next(model.parameters()).device
-    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
-    attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-    if seed is not None:
-        torch.manual_seed(seed)
+    input_ids, attention_mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    sampling = {"top_k": top_k, "top_p": top_p, "temperature": temperature} if do_sample else {}
     was_training = model.training
     model.eval()
-    out = model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        top_k=top_k,
-        top_p=top_p,
-        temperature=temperature,
-        eos_token_id=eos,
-        pad_token_id=pad,
-    )
+    # A seed makes sampling reproducible without disturbing the caller's global RNG state.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            eos_token_id=eos,
+            pad_token_id=pad,
+            **sampling,
+        )
     model.train(was_training)
-    continuations = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    continuations = tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
     return [prompt + text for prompt, text in zip(prompts, continuations)]

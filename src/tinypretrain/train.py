@@ -240,7 +240,8 @@ class _PretrainTrainer(Trainer):
         hidden = unwrapped.get_decoder()(
             input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
         ).last_hidden_state
-        nats = causal_lm_loss(hidden, unwrapped.lm_head.weight, labels, chunk_size=self.loss_chunk_size)
+        head = unwrapped.get_output_embeddings().weight
+        nats = causal_lm_loss(hidden, head, labels, chunk_size=self.loss_chunk_size)
         if num_items_in_batch is None:
             return nats / (labels[:, 1:] != -100).sum().clamp(min=1)
         # Same normalisation as HF's ForCausalLMLoss with num_items_in_batch (gradient accumulation / DDP).
@@ -249,7 +250,7 @@ class _PretrainTrainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         start = time.perf_counter()
-        scores = evaluate(self.model, self.processing_class, self.eval_texts, max_length=self.model.config.max_position_embeddings)
+        scores = evaluate(self.model, self.processing_class, self.eval_texts)
         metrics = {
             f"{metric_key_prefix}_{k}": v for k, v in scores.items() if k in ("loss", "perplexity", "bits_per_byte")
         }
