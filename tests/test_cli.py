@@ -39,3 +39,15 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert "not a model folder" in capsys.readouterr().err
     with pytest.raises(ValueError):
         main(["--debug", "generate", str(tmp_path)])
+
+
+def test_refuses_pickled_weights(tmp_path, capsys):
+    import torch
+    import tinypretrain as tp
+
+    model = tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                num_key_value_heads=1, vocab_size=300))
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    assert main(["generate", str(tmp_path)]) == 1
+    assert "safetensors" in capsys.readouterr().err

@@ -94,3 +94,34 @@ def test_needs_a_pad_id():
         tp.causal_collator(pad_token_id=0, padding_side="middle")
     with pytest.raises(ValueError, match="empty batch"):
         tp.causal_collator(pad_token_id=0)([])
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.integers(1, 4).flatmap(lambda n: st.lists(st.lists(st.integers(0, 6), min_size=n, max_size=n),
+                                                         min_size=1, max_size=4)))
+def test_document_positions_restart_after_every_eos(rows):
+    batch = tp.causal_collator(pad_token_id=PAD, document_eos_token_id=EOS)([{"input_ids": r} for r in rows])
+    assert "attention_mask" not in batch and torch.equal(batch["labels"], batch["input_ids"])
+    for row, positions in zip(rows, batch["position_ids"].tolist()):
+        expected, pos = [], 0
+        for i, token in enumerate(row):
+            pos = 0 if i == 0 or row[i - 1] == EOS else pos + 1
+            expected.append(pos)
+        assert positions == expected
+
+
+def test_documents_never_attend_across_boundaries():
+    model = tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                num_key_value_heads=2, vocab_size=50), seed=0)
+    doc1, doc2, doc3 = [5, 6, 7, EOS], [9, 10, 11, 12, 13, EOS], [20, 21]
+    collate = tp.causal_collator(pad_token_id=PAD, document_eos_token_id=EOS)
+    batch = collate([{"input_ids": doc1 + doc2 + doc3}])
+    with torch.no_grad():
+        packed = model(**batch, use_cache=False).logits[0]
+        for start, doc in ((0, doc1), (4, doc2), (10, doc3)):
+            alone = model(input_ids=torch.tensor([doc]), use_cache=False).logits[0]
+            assert torch.allclose(packed[start : start + len(doc)], alone, atol=1e-5)
+        crossing = model(input_ids=batch["input_ids"], use_cache=False).logits[0]  # plain packing attends across
+    assert not torch.allclose(crossing[4:10], packed[4:10], atol=1e-3)
+    with pytest.raises(ValueError, match="equal length"):
+        collate([{"input_ids": [1, 2]}, {"input_ids": [1]}])

@@ -23,6 +23,7 @@ def causal_collator(
     padding_side: Literal["right", "left"] = "right",
     pad_to_multiple_of: int | None = None,
     label_pad_token_id: int = -100,
+    document_eos_token_id: int | None = None,
 ) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
     """Return a collator that pads ``input_ids`` and builds ``attention_mask`` and ``labels`` for causal LM.
 
@@ -31,6 +32,10 @@ def causal_collator(
     its label, whereas ``DataCollatorForLanguageModeling`` masks them and models never learn to stop. Features
     that already carry ``labels`` (SFT prompt masking) keep them, padded with ``label_pad_token_id``. The model
     shifts labels itself. ``pad_token_id`` defaults to the tokenizer's pad, then EOS.
+
+    ``document_eos_token_id`` is for packed, padding-free rows holding several documents: ``position_ids`` restart
+    after every such EOS and no ``attention_mask`` is returned, so transformers (SDPA/eager/flash) restricts
+    attention to each document and no token attends across a document boundary.
     """
     if pad_token_id is None and tokenizer is not None:
         pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -45,6 +50,8 @@ def causal_collator(
     def collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not features:
             raise ValueError("Cannot collate an empty batch.")
+        if document_eos_token_id is not None:
+            return _documents(features, document_eos_token_id)
         ids = [f["input_ids"] for f in features]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         width = int(lengths.max())
@@ -72,3 +79,21 @@ def causal_collator(
         }
 
     return collate
+
+
+def _documents(features: list[dict[str, Any]], eos: int) -> dict[str, torch.Tensor]:
+    try:
+        ids = np.stack([np.asarray(f["input_ids"], dtype=np.int64) for f in features])
+    except ValueError:
+        raise ValueError("Per-document positions need packed rows of equal length (pack_dataset blocks).") from None
+    cols = np.arange(ids.shape[1])
+    starts = np.zeros_like(ids, dtype=bool)
+    starts[:, 1:] = ids[:, :-1] == eos  # a document starts right after each EOS
+    # position = distance to the latest document start at or before it
+    positions = cols - np.maximum.accumulate(np.where(starts, cols, 0), axis=1)
+    labels = np.stack([np.asarray(f["labels"], dtype=np.int64) for f in features]) if "labels" in features[0] else ids
+    return {
+        "input_ids": torch.from_numpy(ids),
+        "position_ids": torch.from_numpy(positions),
+        "labels": torch.from_numpy(labels.copy()),
+    }

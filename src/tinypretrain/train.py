@@ -89,7 +89,11 @@ class PretrainConfig:
     builtin_stories: int = field(default=12000, metadata={"help": "Stories generated when dataset is None."})
     max_length: int = field(default=256, metadata={"help": "Block length (pack) or max story tokens (truncate)."})
     packing: str = field(
-        default="pack", metadata={"help": "'pack' = fixed blocks, no padding; 'truncate' = the seed's padded stories."}
+        default="pack",
+        metadata={
+            "help": "'pack' = fixed blocks, no padding; 'pack_documents' = the same, but each text attends only to "
+            "itself (position ids restart at EOS); 'truncate' = the seed's padded stories."
+        },
     )
     num_proc: int | None = field(default=None, metadata={"help": "Processes for tokenization (datasets.map)."})
     streaming: bool = field(
@@ -157,8 +161,8 @@ class PretrainConfig:
         if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in ("false", ""):
             self.resume_from_checkpoint = None
         problems = []
-        if self.packing not in ("pack", "truncate"):
-            problems.append(f"packing must be 'pack' or 'truncate', got {self.packing!r}")
+        if self.packing not in ("pack", "pack_documents", "truncate"):
+            problems.append(f"packing must be 'pack', 'pack_documents' or 'truncate', got {self.packing!r}")
         if self.init not in ("normal", "kaiming"):
             problems.append(f"init must be 'normal' or 'kaiming', got {self.init!r}")
         if self.preset not in PRESETS:
@@ -173,8 +177,8 @@ class PretrainConfig:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             problems.append("set num_train_epochs > 0 or max_steps > 0")
-        if self.streaming and (self.max_steps <= 0 or self.packing != "pack" or self.dataset is None):
-            problems.append("streaming needs a dataset, max_steps > 0 (a stream has no length) and packing='pack'")
+        if self.streaming and (self.max_steps <= 0 or self.packing == "truncate" or self.dataset is None):
+            problems.append("streaming needs a dataset, max_steps > 0 (a stream has no length) and packing")
         if problems:
             raise ValueError("Invalid PretrainConfig: " + "; ".join(problems) + ".")
 
@@ -233,14 +237,14 @@ class _PretrainTrainer(Trainer):
         self.loss_chunk_size = loss_chunk_size
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Training never needs a KV cache, and without one transformers honours per-document position ids.
+        inputs = {**inputs, "use_cache": False}
         if self.loss_chunk_size is None or return_outputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        labels = inputs["labels"]
-        unwrapped = self.accelerator.unwrap_model(model)
-        hidden = unwrapped.get_decoder()(
-            input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")
-        ).last_hidden_state
-        head = unwrapped.get_output_embeddings().weight
+        labels = inputs.pop("labels")
+        # Through the wrapped model (DDP/FSDP hooks run), keeping one logit; the loss comes from hidden states.
+        hidden = model(**inputs, logits_to_keep=1, output_hidden_states=True).hidden_states[-1]
+        head = self.accelerator.unwrap_model(model).get_output_embeddings().weight
         nats = causal_lm_loss(hidden, head, labels, chunk_size=self.loss_chunk_size)
         if num_items_in_batch is None:
             return nats / (labels[:, 1:] != -100).sum().clamp(min=1)
@@ -445,7 +449,7 @@ def _tokenize(cfg: PretrainConfig, train: Dataset | IterableDataset, tokenizer: 
     if cfg.streaming:  # tokenized and packed on the fly, as Trainer pulls batches
         kwargs = {"texts": train, "tokenizer": tokenizer, "max_length": cfg.max_length, "text_column": cfg.text_column}
         return IterableDataset.from_generator(_stream_blocks, gen_kwargs=kwargs)
-    pack = cfg.packing == "pack"
+    pack = cfg.packing != "truncate"
     tokenized = train.map(
         tokenize_truncate,
         batched=True,
@@ -623,7 +627,10 @@ def pretrain(
         args=args,
         train_dataset=train_ds,
         eval_dataset=Dataset.from_dict({"text": eval_texts}),
-        data_collator=causal_collator(pad_token_id=pad_id),
+        data_collator=causal_collator(
+            pad_token_id=pad_id,
+            document_eos_token_id=tokenizer.eos_token_id if cfg.packing == "pack_documents" else None,
+        ),
         processing_class=tokenizer,
         callbacks=[guard, *(callbacks or [])],
         eval_texts=eval_texts,
