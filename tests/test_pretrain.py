@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import shutil
@@ -182,3 +183,30 @@ def test_device_rules(monkeypatch):
 def test_pack_documents_run(tmp_path):
     result = tp.pretrain(output_dir=str(tmp_path / "docs"), packing="pack_documents", max_steps=4, **TINY)
     assert result.metrics["train_steps"] == 4 and math.isfinite(result.metrics["eval_loss"])
+
+
+def test_recipes_fill_in_only_what_you_did_not_set(tmp_path, monkeypatch):
+    seed = PretrainConfig(recipe="seed", train_split="train", learning_rate=2e-3)
+    assert (seed.train_split, seed.learning_rate) == ("train", 2e-3)  # set explicitly, even to the default value
+    assert (seed.packing, seed.init, seed.per_device_train_batch_size, seed.max_length) == ("truncate", "kaiming", 4, 2048)
+    again = PretrainConfig.from_dict({**dataclasses.asdict(seed), "max_steps": 5})
+    assert (again.train_split, again.learning_rate, again.packing) == ("train", 2e-3, "truncate")
+    with pytest.raises(ValueError, match="Unknown recipe 'slow'"):
+        PretrainConfig(recipe="slow")
+
+    import tinypretrain.cli as cli
+
+    captured = {}
+
+    def fake_pretrain(cfg):
+        captured["cfg"] = cfg
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(tp.train, "pretrain", fake_pretrain)
+    (tmp_path / "c.yaml").write_text("recipe: fast\nlearning_rate: 0.001\nmax_length: 256\n")
+    assert cli.main(["train", str(tmp_path / "c.yaml"), "--max_length", "128", "--train_split", "train"]) == 1
+    cfg = captured["cfg"]
+    assert (cfg.recipe, cfg.learning_rate, cfg.max_length, cfg.train_split, cfg.preset) == ("fast", 0.001, 128, "train", "seed-20m")
+    captured.clear()
+    assert cli.main(["train", "--recipe", "seed", "--learning_rate", "0.002"]) == 1
+    assert (captured["cfg"].learning_rate, captured["cfg"].packing) == (0.002, "truncate")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from .train import PretrainConfig
+from .train import PretrainConfig, read_config_file
 
 USAGE_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, OSError)
 
@@ -35,9 +35,13 @@ def _train(argv: list[str]) -> None:
     ))
     config_file = argv[0] if argv and not argv[0].startswith("-") else None
     flags = argv[1:] if config_file else argv
-    if config_file:
-        base = asdict(PretrainConfig.from_file(config_file))
-        parser.set_defaults(**{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in base.items()})
+    # Precedence: flags > config file > recipe > defaults. HfArgumentParser passes every field explicitly, so the
+    # recipe and the file become the parser's defaults.
+    recipe = next((flags[i + 1] for i, flag in enumerate(flags[:-1]) if flag == "--recipe"), None)
+    base = {**(read_config_file(config_file) if config_file else {}), **({"recipe": recipe} if recipe else {})}
+    if base:
+        resolved = asdict(PretrainConfig.from_dict(base, source=config_file or "--recipe"))
+        parser.set_defaults(**{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in resolved.items()})
     (cfg,) = parser.parse_args_into_dataclasses(args=flags)
 
     from .train import pretrain

@@ -150,9 +150,8 @@ class PretrainConfig:
         if self.recipe is not None:
             if self.recipe not in RECIPES:
                 raise ValueError(f"Unknown recipe {self.recipe!r}; choose one of {sorted(RECIPES)}.")
-            defaults = {f.name: f.default for f in fields(self)}
             for name, value in RECIPES[self.recipe].items():
-                if getattr(self, name) == defaults[name]:  # a value you set differs from the default and wins
+                if name not in self._explicit:  # fields you set win over the recipe
                     setattr(self, name, value)
         self.model_overrides = _as_dict(self.model_overrides, "model_overrides")
         self.training_args = _as_dict(self.training_args, "training_args")
@@ -185,15 +184,7 @@ class PretrainConfig:
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> PretrainConfig:
         """Load a YAML or JSON file of fields; unknown keys are an error that lists the valid ones."""
-        import yaml
-
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ValueError(f"Cannot read config file {path}: {err}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a mapping of PretrainConfig fields, got {type(data).__name__}.")
-        return cls.from_dict({**data, **overrides}, source=str(path))
+        return cls.from_dict({**read_config_file(path), **overrides}, source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "arguments") -> PretrainConfig:
@@ -203,6 +194,33 @@ class PretrainConfig:
         if unknown:
             raise ValueError(f"Unknown PretrainConfig key(s) {unknown} in {source}. Valid keys: {', '.join(sorted(names))}.")
         return cls(**data)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping of fields in a YAML or JSON config file (not yet validated)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"Cannot read config file {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of PretrainConfig fields, got {type(data).__name__}.")
+    return data
+
+
+def _record_explicit_fields(init: Any) -> Any:
+    """Wrap the dataclass __init__ to remember which fields the caller set, so recipes fill in only the rest."""
+    names = [f.name for f in fields(PretrainConfig)]
+
+    def __init__(self: PretrainConfig, *args: Any, **kwargs: Any) -> None:
+        object.__setattr__(self, "_explicit", frozenset(names[: len(args)]) | frozenset(kwargs))
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+PretrainConfig.__init__ = _record_explicit_fields(PretrainConfig.__init__)
 
 
 def _as_dict(value: dict | str | None, name: str) -> dict:
