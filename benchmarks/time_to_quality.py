@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--eval_every", type=int, default=10, help="Our steps between evals (the seed: 8x more).")
     parser.add_argument("--eval_stories", type=int, default=200)
     parser.add_argument("--no-seed", action="store_true", help="Skip the seed recipe (ablations only).")
+    parser.add_argument("--no-default", action="store_true", help="Skip pretrain()'s default run (variants only).")
     parser.add_argument("--variant", action="append", default=[], help="name:field=value,... run of ours.")
     parser.add_argument("--json")
     parser.add_argument("--plot")
@@ -112,7 +113,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_seed:
             curves["seed recipe"] = run_seed(args.data, tok, texts, args.seed_budget or args.budget, args.eval_every, f"{tmp}/seed")
-        runs = [("pretrain() default", {})] + [parse_variant(v) for v in args.variant]
+        runs = [] if args.no_default else [("pretrain() default", {})]
+        runs += [parse_variant(v) for v in args.variant]
         for i, (name, overrides) in enumerate(runs):
             curves[name] = run_ours(args.data, tok_path, tok, texts, args.budget, args.eval_every, f"{tmp}/{i}", **overrides)
 

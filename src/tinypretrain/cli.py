@@ -11,9 +11,11 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from . import train as training
 from .train import PretrainConfig, read_config_file
 
-USAGE_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, OSError)
+# Errors users cause and can fix (bad input, missing files, divergence): one line, no traceback.
+USER_ERRORS = (ValueError, OSError, RuntimeError)
 
 
 def _load_model(model_dir: str):
@@ -38,15 +40,13 @@ def _train(argv: list[str]) -> None:
     # Precedence: flags > config file > recipe > defaults. HfArgumentParser passes every field explicitly, so the
     # recipe and the file become the parser's defaults.
     recipe = next((flags[i + 1] for i, flag in enumerate(flags[:-1]) if flag == "--recipe"), None)
+    recipe = next((flag.split("=", 1)[1] for flag in flags if flag.startswith("--recipe=")), recipe)
     base = {**(read_config_file(config_file) if config_file else {}), **({"recipe": recipe} if recipe else {})}
     if base:
         resolved = asdict(PretrainConfig.from_dict(base, source=config_file or "--recipe"))
         parser.set_defaults(**{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in resolved.items()})
     (cfg,) = parser.parse_args_into_dataclasses(args=flags)
-
-    from .train import pretrain
-
-    result = pretrain(cfg)
+    result = training.pretrain(cfg)
     m = result.metrics
     print(f"\nModel and tokenizer saved to {result.output_dir}")
     print(
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers["tokenizer"] = lambda: _tokenizer_train(args)
     try:
         handlers[args.command]()
-    except (*USAGE_ERRORS, RuntimeError) as err:
+    except USER_ERRORS as err:
         if debug:
             raise
         print(f"tinypretrain: error: {err}", file=sys.stderr)
