@@ -31,7 +31,7 @@ python3 benchmarks/throughput.py --data "$data" --device "$device" --steps "$ste
   --json "$out/gpu-throughput.json" 2>&1 | grep -v "it/s\]\|s/it\]\|examples/s\]" > "$out/gpu-throughput.log"
 # 2. Time to quality: the seed recipe for ~one epoch of the sample vs the default path for a fraction of that.
 python3 benchmarks/time_to_quality.py --data "$data" --budget "$budget" --seed_budget "$seed_budget" --eval_every 20 --eval_stories 300 \
-  --variant "bs128x512:per_device_train_batch_size=128,max_length=512" \
+  --variant "kaiming:init=kaiming" --variant "bs32x512:per_device_train_batch_size=32" \
   --json "$out/gpu-ttq.json" --plot "$out/gpu-ttq.png" 2>&1 | grep -v "it/s\]\|s/it\]\|examples/s\]" > "$out/gpu-ttq.log"
 tail -n 12 "$out/gpu-ttq.log"
 echo

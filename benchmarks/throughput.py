@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 import tinypretrain as tp
-from tinypretrain.train import batch_sizes
 from _common import (
     DEFAULT_DATA, CountingCollator, StepTimer, machine, parse_variant, peak_memory_mb, print_table, reset_peak_memory,
     tokenizer_for, write_json,
@@ -40,7 +39,7 @@ def bench_seed(train_texts, tok, steps: int, warmup: int, out: str) -> dict:
 
 def bench_pretrain(data: Path, tok_path: str, steps: int, warmup: int, out: str, name: str = "", **overrides) -> dict:
     cfg = tp.PretrainConfig(preset="seed-20m", **overrides)
-    micro, accumulation = batch_sizes(cfg)
+    micro, accumulation = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     timer = StepTimer(warmup, micro * accumulation * cfg.max_length)
     reset_peak_memory()
     tp.pretrain(cfg, dataset=str(data), tokenizer=tok_path, model_overrides={"vocab_size": 32000},
@@ -122,7 +121,7 @@ def main() -> None:
             rows.append(bench_pretrain(args.data, tok_path, steps, warmup, f"{tmp}/variant{i}", name, **overrides))
         if args.plain:
             cfg = tp.PretrainConfig()
-            micro, accumulation = batch_sizes(cfg)
+            micro, accumulation = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
             blocks = tp.pack_sequences(train_texts.map(
                 tp.tokenize_truncate, batched=True, remove_columns=["text"],
                 fn_kwargs={"tokenizer": tok, "max_length": cfg.max_length, "overflow": "split"})["input_ids"], cfg.max_length)

@@ -18,7 +18,6 @@ import torch
 from transformers import DataCollatorForLanguageModeling, TrainerCallback
 
 import tinypretrain as tp
-from tinypretrain.train import batch_sizes
 from _common import DEFAULT_DATA, CountingCollator, machine, parse_variant, print_table, tokenizer_for, write_json
 from seed_recipe import seed_model, seed_tokenize, seed_tokenizer, seed_trainer, seed_training_args
 
@@ -66,7 +65,7 @@ def run_seed(data: Path, tok, texts, budget: float, every: int, out: str) -> lis
 def run_ours(data: Path, tok_path: str, tok, texts, budget: float, every: int, out: str, **overrides) -> list[dict]:
     cfg = tp.PretrainConfig(recipe="fast", dataset=str(data), train_split="train", tokenizer=tok_path,
                             model_overrides={"vocab_size": 32000}, num_train_epochs=1, **overrides)
-    micro, accumulation = batch_sizes(cfg)
+    micro, accumulation = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     clock = EvalClock(tok, texts, every, budget, micro * accumulation * cfg.max_length)
     tp.pretrain(cfg, output_dir=out, eval_steps=10**9, save_steps=10**9, max_eval_samples=4, num_samples=0,
                 callbacks=[clock])

@@ -113,12 +113,10 @@ class PretrainConfig:
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an existing run in output_dir."})
     num_train_epochs: float = 1.0
     max_steps: int = field(default=-1, metadata={"help": "Overrides num_train_epochs when > 0."})
-    per_device_train_batch_size: int | None = field(
-        default=None, metadata={"help": "Micro-batch; default per device: 8 on CPU (x4 accumulation), 32 on CUDA."}
-    )
-    gradient_accumulation_steps: int | None = field(
-        default=None, metadata={"help": "Default: 4 on CPU, 1 on CUDA (1 whenever you set the micro-batch)."}
-    )
+    # 8 blocks per step reached the seed's loss in 2/3 of its time on CPU, where 32 blocks (4x fewer updates)
+    # never did within the budget (benchmarks/RESULTS.md).
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
     learning_rate: float = 2e-3
     lr_scheduler_type: str = "cosine"
     warmup_steps: float = field(default=0.05, metadata={"help": "Steps, or a fraction of all steps when < 1."})
@@ -169,7 +167,7 @@ class PretrainConfig:
         if self.max_length < 2:
             problems.append(f"max_length must be >= 2, got {self.max_length}")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "builtin_stories", "vocab_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
+            if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("learning_rate", "weight_decay", "warmup_steps", "num_train_epochs", "max_grad_norm"):
             if not getattr(self, name) >= 0:
@@ -485,19 +483,6 @@ def _tokenize(cfg: PretrainConfig, train: Dataset | IterableDataset, tokenizer: 
     return (pack_dataset(tokenized, cfg.max_length) if pack else tokenized).with_format("numpy")
 
 
-# Global batch 32 blocks on every device. On CPU, 8-block micro-batches ran 1.3x faster than 32 (the fp32 logits
-# of 32x256 tokens are 1 GiB and thrash the caches): benchmarks/RESULTS.md.
-CPU_MICRO_BATCH, CUDA_MICRO_BATCH, GLOBAL_BATCH = 8, 32, 32
-
-
-def batch_sizes(cfg: PretrainConfig) -> tuple[int, int]:
-    """(micro-batch, accumulation steps) for this device, honouring whichever the config sets."""
-    if cfg.per_device_train_batch_size is not None:
-        return cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps or 1
-    micro = CUDA_MICRO_BATCH if torch.cuda.is_available() else CPU_MICRO_BATCH
-    return micro, cfg.gradient_accumulation_steps or max(1, GLOBAL_BATCH // micro)
-
-
 def _cpu_only() -> bool:
     return not (torch.cuda.is_available() or torch.backends.mps.is_available())
 
@@ -608,7 +593,7 @@ def pretrain(
     if state.is_main_process:
         logger.info("Model:\n%s", count_parameters(model))
 
-    micro_batch, accumulation = batch_sizes(cfg)
+    micro_batch, accumulation = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     steps_estimate = cfg.max_steps if cfg.max_steps > 0 else math.ceil(  # streams always have max_steps
         len(train_ds) / (micro_batch * accumulation) * cfg.num_train_epochs
     )
