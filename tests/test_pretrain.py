@@ -209,3 +209,13 @@ def test_recipes_fill_in_only_what_you_did_not_set(tmp_path, monkeypatch):
     captured.clear()
     assert cli.main(["train", "--recipe", "seed", "--learning_rate", "0.002"]) == 1
     assert (captured["cfg"].learning_rate, captured["cfg"].packing) == (0.002, "truncate")
+
+
+@pytest.mark.slow
+def test_real_tinystories_sample(tinystories_dir, tmp_path):
+    result = tp.pretrain(dataset=str(tinystories_dir), output_dir=str(tmp_path / "ts"), max_steps=6,
+                         **{**TINY, "max_train_samples": 300, "max_eval_samples": 20})
+    info = json.loads((result.output_dir / "run.json").read_text())
+    assert info["config"]["dataset"] == str(tinystories_dir)
+    assert result.metrics["train_steps"] == 6 and 0 < result.metrics["eval_bits_per_byte"] < 10
+    assert result.metrics["eval_loss"] < math.log(len(result.tokenizer)) + 1
