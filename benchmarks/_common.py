@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -48,7 +47,11 @@ class StepTimer(TrainerCallback):
 
     def tokens_per_s(self) -> float:
         per_step = self.tokens_per_step
-        tokens = per_step * self.steps if isinstance(per_step, int) else sum(per_step[self.warmup : self.warmup + self.steps])
+        tokens = (
+            per_step * self.steps
+            if isinstance(per_step, int)
+            else sum(per_step[self.warmup : self.warmup + self.steps])
+        )
         return tokens / (self.end - self.start)
 
 

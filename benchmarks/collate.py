@@ -10,11 +10,11 @@ import argparse
 import time
 
 import numpy as np
+from _common import machine, print_table, write_json
 from datasets import Dataset
 from transformers import DataCollatorForLanguageModeling
 
 import tinypretrain as tp
-from _common import machine, print_table, write_json
 
 
 def timed(collate, features, repeats: int) -> float:
@@ -30,8 +30,9 @@ def fetch_ms(blocks: np.ndarray, batch: int, fmt: str | None, repeats: int) -> f
     import torch
 
     ds = tp.pack_dataset(Dataset.from_dict({"input_ids": blocks.tolist()}), blocks.shape[1])
-    loader = torch.utils.data.DataLoader(ds.with_format(fmt), batch_size=batch, shuffle=True,
-                                         collate_fn=tp.causal_collator(pad_token_id=0))
+    loader = torch.utils.data.DataLoader(
+        ds.with_format(fmt), batch_size=batch, shuffle=True, collate_fn=tp.causal_collator(pad_token_id=0)
+    )
     batches = iter(loader)
     next(batches)
     start = time.perf_counter()
@@ -54,21 +55,35 @@ def main() -> None:
     features = [{"input_ids": rng.integers(4, 300, n).tolist(), "attention_mask": [1] * int(n)} for n in lengths]
     packed = [{"input_ids": rng.integers(4, 300, args.max_length).tolist()} for _ in range(args.batch)]
     rows = [
-        {"collator": "DataCollatorForLanguageModeling (seed)", "rows": "variable",
-         "ms_per_batch": timed(DataCollatorForLanguageModeling(tok, mlm=False), features, args.repeats)},
-        {"collator": "causal_collator", "rows": "variable", "ms_per_batch": timed(tp.causal_collator(tok), features, args.repeats)},
-        {"collator": "causal_collator", "rows": "packed", "ms_per_batch": timed(tp.causal_collator(tok), packed, args.repeats)},
+        {
+            "collator": "DataCollatorForLanguageModeling (seed)",
+            "rows": "variable",
+            "ms_per_batch": timed(DataCollatorForLanguageModeling(tok, mlm=False), features, args.repeats),
+        },
+        {
+            "collator": "causal_collator",
+            "rows": "variable",
+            "ms_per_batch": timed(tp.causal_collator(tok), features, args.repeats),
+        },
+        {
+            "collator": "causal_collator",
+            "rows": "packed",
+            "ms_per_batch": timed(tp.causal_collator(tok), packed, args.repeats),
+        },
     ]
     blocks = rng.integers(4, 32000, (args.batch * (args.repeats + 2), args.max_length))
-    fetch = [{"dataset format": fmt or "python lists", "ms_per_batch": fetch_ms(blocks, args.batch, fmt, args.repeats)}
-             for fmt in (None, "numpy")]
+    fetch = [
+        {"dataset format": fmt or "python lists", "ms_per_batch": fetch_ms(blocks, args.batch, fmt, args.repeats)}
+        for fmt in (None, "numpy")
+    ]
     info = machine()
     print(f"\nDataLoader fetch + collate of packed {args.batch} x {args.max_length} batches")
     print_table(fetch, ["dataset format", "ms_per_batch"])
     print(f"\nCollating {args.batch} x {args.max_length} on {info['device']}, {info['date']}")
     print_table(rows, ["collator", "rows", "ms_per_batch"])
-    write_json(args.json, {"machine": info, "batch": args.batch, "max_length": args.max_length, "rows": rows,
-                           "fetch": fetch})
+    write_json(
+        args.json, {"machine": info, "batch": args.batch, "max_length": args.max_length, "rows": rows, "fetch": fetch}
+    )
 
 
 if __name__ == "__main__":

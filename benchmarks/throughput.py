@@ -13,14 +13,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-import tinypretrain as tp
 from _common import (
-    DEFAULT_DATA, CountingCollator, StepTimer, machine, parse_variant, peak_memory_mb, print_table, reset_peak_memory,
-    tokenizer_for, write_json,
+    DEFAULT_DATA,
+    CountingCollator,
+    StepTimer,
+    machine,
+    parse_variant,
+    peak_memory_mb,
+    print_table,
+    reset_peak_memory,
+    tokenizer_for,
+    write_json,
 )
 from seed_recipe import seed_model, seed_tokenize, seed_tokenizer, seed_trainer, seed_training_args
 from transformers import DataCollatorForLanguageModeling
+
+import tinypretrain as tp
 
 
 def bench_seed(train_texts, tok, steps: int, warmup: int, out: str) -> dict:
@@ -28,13 +36,23 @@ def bench_seed(train_texts, tok, steps: int, warmup: int, out: str) -> dict:
     ds = seed_tokenize(train_texts, stok, num_proc=None)
     collator = CountingCollator(DataCollatorForLanguageModeling(stok, mlm=False))
     timer = StepTimer(warmup, collator.real)
-    args = seed_training_args(out, max_steps=warmup + steps, eval_strategy="no", save_strategy="no",
-                              logging_steps=10**6, dataloader_num_workers=0)
+    args = seed_training_args(
+        out,
+        max_steps=warmup + steps,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=10**6,
+        dataloader_num_workers=0,
+    )
     reset_peak_memory()
     seed_trainer(seed_model(), stok, ds, None, args, data_collator=collator, callbacks=[timer]).train()
     real, slots = sum(collator.real), sum(collator.slots)
-    return {"path": "seed recipe (batch 4, padded)", "real_tok_s": timer.tokens_per_s(),
-            "padding": 1 - real / slots, "peak_mem_mb": peak_memory_mb()}
+    return {
+        "path": "seed recipe (batch 4, padded)",
+        "real_tok_s": timer.tokens_per_s(),
+        "padding": 1 - real / slots,
+        "peak_mem_mb": peak_memory_mb(),
+    }
 
 
 def bench_pretrain(data: Path, tok_path: str, steps: int, warmup: int, out: str, name: str = "", **overrides) -> dict:
@@ -42,9 +60,19 @@ def bench_pretrain(data: Path, tok_path: str, steps: int, warmup: int, out: str,
     micro, accumulation = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     timer = StepTimer(warmup, micro * accumulation * cfg.max_length)
     reset_peak_memory()
-    tp.pretrain(cfg, dataset=str(data), tokenizer=tok_path, model_overrides={"vocab_size": 32000},
-                max_steps=warmup + steps, eval_steps=10**9, save_steps=10**9, max_eval_samples=4, num_samples=0,
-                output_dir=out, callbacks=[timer])
+    tp.pretrain(
+        cfg,
+        dataset=str(data),
+        tokenizer=tok_path,
+        model_overrides={"vocab_size": 32000},
+        max_steps=warmup + steps,
+        eval_steps=10**9,
+        save_steps=10**9,
+        max_eval_samples=4,
+        num_samples=0,
+        output_dir=out,
+        callbacks=[timer],
+    )
     label = f"pretrain() {name or 'default'} ({micro}x{cfg.max_length} packed, x{accumulation} accumulation)"
     return {"path": label, "real_tok_s": timer.tokens_per_s(), "padding": 0.0, "peak_mem_mb": peak_memory_mb()}
 
@@ -68,8 +96,12 @@ def bench_plain_loop(blocks: np.ndarray, batch: int, steps: int, warmup: int) ->
         opt.zero_grad(set_to_none=True)
     torch.cuda.synchronize() if device == "cuda" else None
     tokens = batch * blocks.shape[1] * steps
-    return {"path": f"plain loop ({batch}x{blocks.shape[1]})", "real_tok_s": tokens / (time.perf_counter() - start),
-            "padding": 0.0, "peak_mem_mb": peak_memory_mb()}
+    return {
+        "path": f"plain loop ({batch}x{blocks.shape[1]})",
+        "real_tok_s": tokens / (time.perf_counter() - start),
+        "padding": 0.0,
+        "peak_mem_mb": peak_memory_mb(),
+    }
 
 
 def bench_tokenization(train_texts, tok, max_length: int) -> list[dict]:
@@ -78,12 +110,33 @@ def bench_tokenization(train_texts, tok, max_length: int) -> list[dict]:
     for label, fn in (
         ("seed map(process_func, num_proc=8)", lambda: seed_tokenize(train_texts, stok, num_proc=8, cache=False)),
         ("seed map(process_func), 1 process", lambda: seed_tokenize(train_texts, stok, num_proc=None, cache=False)),
-        ("tokenize_truncate(split) + pack_dataset, num_proc=8", lambda: tp.pack_dataset(train_texts.map(
-            tp.tokenize_truncate, batched=True, remove_columns=["text"], load_from_cache_file=False, num_proc=8,
-            fn_kwargs={"tokenizer": tok, "max_length": max_length, "overflow": "split"}), max_length)),
-        ("tokenize_truncate(split) + pack_dataset", lambda: tp.pack_dataset(train_texts.map(
-            tp.tokenize_truncate, batched=True, remove_columns=["text"], load_from_cache_file=False,
-            fn_kwargs={"tokenizer": tok, "max_length": max_length, "overflow": "split"}), max_length)),
+        (
+            "tokenize_truncate(split) + pack_dataset, num_proc=8",
+            lambda: tp.pack_dataset(
+                train_texts.map(
+                    tp.tokenize_truncate,
+                    batched=True,
+                    remove_columns=["text"],
+                    load_from_cache_file=False,
+                    num_proc=8,
+                    fn_kwargs={"tokenizer": tok, "max_length": max_length, "overflow": "split"},
+                ),
+                max_length,
+            ),
+        ),
+        (
+            "tokenize_truncate(split) + pack_dataset",
+            lambda: tp.pack_dataset(
+                train_texts.map(
+                    tp.tokenize_truncate,
+                    batched=True,
+                    remove_columns=["text"],
+                    load_from_cache_file=False,
+                    fn_kwargs={"tokenizer": tok, "max_length": max_length, "overflow": "split"},
+                ),
+                max_length,
+            ),
+        ),
     ):
         start = time.perf_counter()
         fn()
@@ -122,9 +175,15 @@ def main() -> None:
         if args.plain:
             cfg = tp.PretrainConfig()
             micro, accumulation = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-            blocks = tp.pack_sequences(train_texts.map(
-                tp.tokenize_truncate, batched=True, remove_columns=["text"],
-                fn_kwargs={"tokenizer": tok, "max_length": cfg.max_length, "overflow": "split"})["input_ids"], cfg.max_length)
+            blocks = tp.pack_sequences(
+                train_texts.map(
+                    tp.tokenize_truncate,
+                    batched=True,
+                    remove_columns=["text"],
+                    fn_kwargs={"tokenizer": tok, "max_length": cfg.max_length, "overflow": "split"},
+                )["input_ids"],
+                cfg.max_length,
+            )
             rows.append(bench_plain_loop(blocks, micro * accumulation, steps, warmup))
     for row in rows:
         row["ratio_to_seed"] = row["real_tok_s"] / seed["real_tok_s"]
@@ -135,11 +194,18 @@ def main() -> None:
     print_table(rows, ["path", "real_tok_s", "padding", "peak_mem_mb", "ratio_to_seed"])
     print(f"\nTokenization of {len(train_texts):,} stories ({args.data / 'train*'})")
     print_table(tokenization, ["pipeline", "stories_per_s"])
-    write_json(args.json, {
-        "machine": info, "steps": steps, "rows": rows, "tokenization": tokenization,
-        "seed_tokens_per_s": seed["real_tok_s"], "pretrain_tokens_per_s": ours["real_tok_s"],
-        "ratio": ours["real_tok_s"] / seed["real_tok_s"],
-    })
+    write_json(
+        args.json,
+        {
+            "machine": info,
+            "steps": steps,
+            "rows": rows,
+            "tokenization": tokenization,
+            "seed_tokens_per_s": seed["real_tok_s"],
+            "pretrain_tokens_per_s": ours["real_tok_s"],
+            "ratio": ours["real_tok_s"] / seed["real_tok_s"],
+        },
+    )
 
 
 if __name__ == "__main__":

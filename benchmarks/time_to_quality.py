@@ -1,7 +1,8 @@
 """Per-story eval loss and bits/byte against training wall time: the seed recipe versus pretrain()'s default path.
 
     python benchmarks/time_to_quality.py --budget 240 --json ttq.json --plot ttq.png
-    python benchmarks/time_to_quality.py --budget 150 --no-seed --variant kaiming:init=kaiming --variant lr1e-3:learning_rate=1e-3
+    python benchmarks/time_to_quality.py --budget 150 --no-seed --variant kaiming:init=kaiming \
+        --variant lr1e-3:learning_rate=1e-3
 
 Wall time counts training only (evaluation pauses the clock). The seed runs its exact recipe (benchmarks/seed_recipe.py,
 cosine over its 2 epochs); ours runs recipe "fast" (seed-20m, packed 512-token blocks) over 1 epoch of --data.
@@ -15,11 +16,11 @@ import time
 from pathlib import Path
 
 import torch
+from _common import DEFAULT_DATA, CountingCollator, machine, parse_variant, print_table, tokenizer_for, write_json
+from seed_recipe import seed_model, seed_tokenize, seed_tokenizer, seed_trainer, seed_training_args
 from transformers import DataCollatorForLanguageModeling, TrainerCallback
 
 import tinypretrain as tp
-from _common import DEFAULT_DATA, CountingCollator, machine, parse_variant, print_table, tokenizer_for, write_json
-from seed_recipe import seed_model, seed_tokenize, seed_tokenizer, seed_trainer, seed_training_args
 
 
 class EvalClock(TrainerCallback):
@@ -45,8 +46,15 @@ class EvalClock(TrainerCallback):
             torch.cuda.synchronize()
         self.train_s += time.perf_counter() - self.resumed
         scores = tp.evaluate(model, self.tokenizer, self.texts)
-        self.points.append({"step": state.global_step, "train_s": self.train_s, "tokens": self._tokens(state.global_step),
-                            "eval_loss": scores["loss"], "bits_per_byte": scores["bits_per_byte"]})
+        self.points.append(
+            {
+                "step": state.global_step,
+                "train_s": self.train_s,
+                "tokens": self._tokens(state.global_step),
+                "eval_loss": scores["loss"],
+                "bits_per_byte": scores["bits_per_byte"],
+            }
+        )
         if self.train_s >= self.budget:
             control.should_training_stop = True
         self.resumed = time.perf_counter()
@@ -57,18 +65,28 @@ def run_seed(data: Path, tok, texts, budget: float, every: int, out: str) -> lis
     train = seed_tokenize(tp.load_text_dataset(data, "train"), stok, num_proc=None)
     collator = CountingCollator(DataCollatorForLanguageModeling(stok, mlm=False))
     clock = EvalClock(stok, texts, every * 8, budget, collator.real)  # the seed's steps are ~8x smaller
-    args = seed_training_args(out, eval_strategy="no", save_strategy="no", logging_steps=10**6, dataloader_num_workers=0)
+    args = seed_training_args(
+        out, eval_strategy="no", save_strategy="no", logging_steps=10**6, dataloader_num_workers=0
+    )
     seed_trainer(seed_model(), stok, train, None, args, data_collator=collator, callbacks=[clock]).train()
     return clock.points
 
 
 def run_ours(data: Path, tok_path: str, tok, texts, budget: float, every: int, out: str, **overrides) -> list[dict]:
-    cfg = tp.PretrainConfig(recipe="fast", dataset=str(data), train_split="train", tokenizer=tok_path,
-                            model_overrides={"vocab_size": 32000}, num_train_epochs=1, **overrides)
+    cfg = tp.PretrainConfig(
+        recipe="fast",
+        dataset=str(data),
+        train_split="train",
+        tokenizer=tok_path,
+        model_overrides={"vocab_size": 32000},
+        num_train_epochs=1,
+        **overrides,
+    )
     micro, accumulation = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     clock = EvalClock(tok, texts, every, budget, micro * accumulation * cfg.max_length)
-    tp.pretrain(cfg, output_dir=out, eval_steps=10**9, save_steps=10**9, max_eval_samples=4, num_samples=0,
-                callbacks=[clock])
+    tp.pretrain(
+        cfg, output_dir=out, eval_steps=10**9, save_steps=10**9, max_eval_samples=4, num_samples=0, callbacks=[clock]
+    )
     return clock.points
 
 
@@ -111,19 +129,31 @@ def main() -> None:
     curves: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_seed:
-            curves["seed recipe"] = run_seed(args.data, tok, texts, args.seed_budget or args.budget, args.eval_every, f"{tmp}/seed")
+            curves["seed recipe"] = run_seed(
+                args.data, tok, texts, args.seed_budget or args.budget, args.eval_every, f"{tmp}/seed"
+            )
         runs = [] if args.no_default else [("pretrain() default", {})]
         runs += [parse_variant(v) for v in args.variant]
         for i, (name, overrides) in enumerate(runs):
-            curves[name] = run_ours(args.data, tok_path, tok, texts, args.budget, args.eval_every, f"{tmp}/{i}", **overrides)
+            curves[name] = run_ours(
+                args.data, tok_path, tok, texts, args.budget, args.eval_every, f"{tmp}/{i}", **overrides
+            )
 
     rows = []
     target = curves["seed recipe"][-1]["eval_loss"] if "seed recipe" in curves else None
     for name, points in curves.items():
         last = points[-1]
         reach = next((p["train_s"] for p in points if target is not None and p["eval_loss"] <= target), None)
-        rows.append({"path": name, "train_s": last["train_s"], "tokens": last["tokens"], "eval_loss": last["eval_loss"],
-                     "bits_per_byte": last["bits_per_byte"], "s_to_seed_final_loss": reach})
+        rows.append(
+            {
+                "path": name,
+                "train_s": last["train_s"],
+                "tokens": last["tokens"],
+                "eval_loss": last["eval_loss"],
+                "bits_per_byte": last["bits_per_byte"],
+                "s_to_seed_final_loss": reach,
+            }
+        )
     info = machine()
     print(f"\nTime to quality on {info['device']}, {info['date']}; per-story eval on {len(texts)} validation stories")
     print_table(rows, ["path", "train_s", "tokens", "eval_loss", "bits_per_byte", "s_to_seed_final_loss"])

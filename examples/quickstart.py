@@ -1,6 +1,6 @@
 """Quickstart: train a tiny story model on the built-in corpus, on CPU, in a few minutes; then sample from it.
 
-    python examples/quickstart.py
+python examples/quickstart.py
 """
 
 import tinypretrain as tp

@@ -1,7 +1,7 @@
 """The seed recipe (a Chinese blog post reproducing TinyStories with a 20M LLaMA), and our fast settings beside it.
 
-    python examples/reproduce_seed.py --recipe seed          # the seed: Llama-2 tokenizer, TinyStoriesV2 train[:10%], 2 epochs
-    python examples/reproduce_seed.py --recipe fast          # same model and data, recommended settings
+    python examples/reproduce_seed.py --recipe seed   # Llama-2 tokenizer, TinyStoriesV2 train[:10%], 2 epochs
+    python examples/reproduce_seed.py --recipe fast   # same model and data, recommended settings
     python examples/reproduce_seed.py --recipe fast --dataset ../shared/data/tinystories --tokenizer runs/tok32k
 
 The seed recipe here runs through pretrain() with the seed's exact hyperparameters (recipe "seed"); the one thing

@@ -48,7 +48,7 @@ def word_hit_rate(model, tokenizer, cases: list[tuple[str, list[str]]], seed: in
     outputs = tp.generate(model, tokenizer, [p for p, _ in cases], max_new_tokens=160, seed=seed)
     hits = total = 0
     for (prompt, words), text in zip(cases, outputs):
-        story = text[len(prompt):].lower()
+        story = text[len(prompt) :].lower()
         hits += sum(re.search(rf"\b{w}\b", story) is not None for w in words)
         total += len(words)
     return hits / total
@@ -79,8 +79,15 @@ def main() -> None:
     trainer = Trainer(
         model=model,
         args=TrainingArguments(
-            output_dir=args.output_dir, max_steps=args.steps, per_device_train_batch_size=16, learning_rate=1e-3,
-            lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=25, save_strategy="no", report_to="none",
+            output_dir=args.output_dir,
+            max_steps=args.steps,
+            per_device_train_batch_size=16,
+            learning_rate=1e-3,
+            lr_scheduler_type="cosine",
+            warmup_steps=0.05,
+            logging_steps=25,
+            save_strategy="no",
+            report_to="none",
         ),
         train_dataset=train,
         data_collator=tp.causal_collator(tokenizer),  # pads with -100 and keeps the masked prompt labels

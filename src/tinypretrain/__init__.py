@@ -4,11 +4,11 @@ from .collate import causal_collator
 from .config import ffn_size, list_presets, make_llama_config
 from .corpus import generate_stories, story_dataset
 from .data import load_text_dataset, pack_dataset, pack_sequences, pack_stream, tokenize_truncate
-from .init import init_model, kaiming_init, normal_init
-from .model import ParameterCount, build_model, count_parameters
 from .evaluate import evaluate
 from .generate import generate
+from .init import init_model, kaiming_init, normal_init
 from .loss import causal_lm_loss
+from .model import ParameterCount, build_model, count_parameters
 from .tokenizer import load_tokenizer, train_tokenizer
 from .train import PretrainConfig, PretrainResult, TrainingDivergedError, pretrain
 

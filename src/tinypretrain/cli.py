@@ -31,10 +31,14 @@ def _load_model(model_dir: str):
 
 
 def _train(argv: list[str]) -> None:
-    parser = HfArgumentParser(PretrainConfig, prog="tinypretrain train", description=(
-        "Pretrain a tiny LLaMA. With no arguments: the built-in story corpus, a CPU-sized model, a few minutes. "
-        "An optional first argument is a YAML/JSON file of these fields; flags override it."
-    ))
+    parser = HfArgumentParser(
+        PretrainConfig,
+        prog="tinypretrain train",
+        description=(
+            "Pretrain a tiny LLaMA. With no arguments: the built-in story corpus, a CPU-sized model, a few minutes. "
+            "An optional first argument is a YAML/JSON file of these fields; flags override it."
+        ),
+    )
     config_file = argv[0] if argv and not argv[0].startswith("-") else None
     flags = argv[1:] if config_file else argv
     # Precedence: flags > config file > recipe > defaults. HfArgumentParser passes every field explicitly, so the
@@ -88,7 +92,9 @@ def _eval(args: argparse.Namespace) -> None:
 def _tokenizer_train(args: argparse.Namespace) -> None:
     from .tokenizer import train_tokenizer
 
-    tokenizer = train_tokenizer(args.input, vocab_size=args.vocab_size, save_dir=args.output, text_column=args.text_column)
+    tokenizer = train_tokenizer(
+        args.input, vocab_size=args.vocab_size, save_dir=args.output, text_column=args.text_column
+    )
     print(f"Trained a {len(tokenizer)}-token byte-level BPE; saved to {args.output}")
 
 

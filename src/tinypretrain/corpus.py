@@ -8,38 +8,95 @@ from collections.abc import Iterator
 from datasets import Dataset
 
 NAMES = [
-    ("Lily", "she"), ("Tom", "he"), ("Mia", "she"), ("Ben", "he"), ("Sue", "she"), ("Max", "he"), ("Anna", "she"),
-    ("Sam", "he"), ("Lucy", "she"), ("Tim", "he"), ("Zoe", "she"), ("Jack", "he"), ("Emma", "she"), ("Leo", "he"),
-    ("Ella", "she"), ("Finn", "he"), ("Rosa", "she"), ("Omar", "he"), ("Nina", "she"), ("Kai", "he"),
+    ("Lily", "she"),
+    ("Tom", "he"),
+    ("Mia", "she"),
+    ("Ben", "he"),
+    ("Sue", "she"),
+    ("Max", "he"),
+    ("Anna", "she"),
+    ("Sam", "he"),
+    ("Lucy", "she"),
+    ("Tim", "he"),
+    ("Zoe", "she"),
+    ("Jack", "he"),
+    ("Emma", "she"),
+    ("Leo", "he"),
+    ("Ella", "she"),
+    ("Finn", "he"),
+    ("Rosa", "she"),
+    ("Omar", "he"),
+    ("Nina", "she"),
+    ("Kai", "he"),
 ]
 ANIMALS = [
-    ("a little dog", "Spot"), ("a small cat", "Mittens"), ("a fluffy bunny", "Hop"), ("a tiny bird", "Tweet"),
-    ("a big bear", "Bruno"), ("a slow turtle", "Shelly"), ("a happy duck", "Quack"), ("a brave mouse", "Pip"),
-    ("a kind cow", "Daisy"), ("a silly frog", "Ribbit"), ("a red fox", "Rusty"), ("a gentle horse", "Star"),
+    ("a little dog", "Spot"),
+    ("a small cat", "Mittens"),
+    ("a fluffy bunny", "Hop"),
+    ("a tiny bird", "Tweet"),
+    ("a big bear", "Bruno"),
+    ("a slow turtle", "Shelly"),
+    ("a happy duck", "Quack"),
+    ("a brave mouse", "Pip"),
+    ("a kind cow", "Daisy"),
+    ("a silly frog", "Ribbit"),
+    ("a red fox", "Rusty"),
+    ("a gentle horse", "Star"),
 ]
 PLACES = [
-    "the park", "the forest", "the beach", "the garden", "the farm", "the lake", "the big hill", "the school",
-    "the zoo", "the market", "the old barn", "the river", "the playground", "the library", "the meadow",
+    "the park",
+    "the forest",
+    "the beach",
+    "the garden",
+    "the farm",
+    "the lake",
+    "the big hill",
+    "the school",
+    "the zoo",
+    "the market",
+    "the old barn",
+    "the river",
+    "the playground",
+    "the library",
+    "the meadow",
 ]
 OBJECTS = [
-    ("a red ball", "ball"), ("a shiny stone", "stone"), ("a blue kite", "kite"), ("a toy car", "car"),
-    ("a big box", "box"), ("a soft teddy", "teddy"), ("a yellow boat", "boat"), ("a funny hat", "hat"),
-    ("a magic key", "key"), ("a little drum", "drum"), ("a green leaf", "leaf"), ("a pretty shell", "shell"),
-    ("a sweet apple", "apple"), ("a picture book", "book"), ("a pink balloon", "balloon"), ("a wooden spoon", "spoon"),
+    ("a red ball", "ball"),
+    ("a shiny stone", "stone"),
+    ("a blue kite", "kite"),
+    ("a toy car", "car"),
+    ("a big box", "box"),
+    ("a soft teddy", "teddy"),
+    ("a yellow boat", "boat"),
+    ("a funny hat", "hat"),
+    ("a magic key", "key"),
+    ("a little drum", "drum"),
+    ("a green leaf", "leaf"),
+    ("a pretty shell", "shell"),
+    ("a sweet apple", "apple"),
+    ("a picture book", "book"),
+    ("a pink balloon", "balloon"),
+    ("a wooden spoon", "spoon"),
 ]
 FEELINGS = ["happy", "sad", "scared", "excited", "proud", "angry", "surprised", "tired", "curious", "worried"]
 WEATHER = ["the sun was warm", "it was a rainy day", "the wind was strong", "the sky was blue", "snow was falling"]
 ADJECTIVES = ["bright", "quiet", "sunny", "cold", "windy", "lovely", "busy", "calm"]
 LESSONS = [
-    "sharing makes everyone happy", "it is good to say sorry", "being brave helps friends",
-    "it is important to be careful", "friends help each other", "trying again is the way to learn",
-    "being kind is the best thing", "telling the truth is right",
+    "sharing makes everyone happy",
+    "it is good to say sorry",
+    "being brave helps friends",
+    "it is important to be careful",
+    "friends help each other",
+    "trying again is the way to learn",
+    "being kind is the best thing",
+    "telling the truth is right",
 ]
 
 
 def _story(rng: random.Random) -> str:
     (hero, pronoun), (friend, fpronoun) = rng.sample(NAMES, 2)
     poss = "her" if pronoun == "she" else "his"
+    fposs = "her" if fpronoun == "she" else "his"
     animal, pet = rng.choice(ANIMALS)
     place, place2 = rng.sample(PLACES, 2)
     (obj, obj_word), (obj2, obj2_word) = rng.sample(OBJECTS, 2)
@@ -88,7 +145,7 @@ def _story(rng: random.Random) -> str:
             f"{friend} was {rng.choice(['sad', 'angry', 'upset'])} and started to cry.",
             f'{hero} felt bad. "I am sorry," {pronoun} said. "I will fix it."',
             f"{hero} asked {poss} mom for help, and together they fixed the {obj_word}.",
-            f"{friend} smiled. \"Thank you, {hero}. You are a good friend.\"",
+            f'{friend} smiled. "Thank you, {hero}. You are a good friend."',
         ]
     else:  # a trip and a surprise
         middle = [
@@ -96,7 +153,7 @@ def _story(rng: random.Random) -> str:
             f"On the way, {hero} found {obj} on the ground. {pronoun.capitalize()} was {feeling}.",
             f'"Mom, look!" {pronoun} said. "What is it?"',
             f'Mom smiled and said, "It is {obj}. Someone must have lost it."',
-            f"So they waited, and soon {friend} came running. It was {fpronoun == 'she' and 'her' or 'his'} {obj_word}!",
+            f"So they waited, and soon {friend} came running. It was {fposs} {obj_word}!",
             f"{friend} was so happy that {fpronoun} gave {hero} {obj2} as a thank you.",
         ]
     ending = rng.choice(

@@ -26,7 +26,13 @@ from datasets.exceptions import DatasetGenerationError
 
 EOT = "<|endoftext|>"
 # How split names in file names map to dataset splits (TinyStoriesV2 ships `...-valid.txt`).
-_SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation", "test": "test"}
+_SPLIT_NAMES = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "test": "test",
+}
 _BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 _SUFFIXES = (".txt", *_BUILDERS)
 
@@ -236,7 +242,9 @@ def tokenize_truncate(
         raise ValueError(f"overflow must be 'truncate' or 'split', got {overflow!r}.")
     eos = tokenizer.eos_token_id
     if add_eos and eos is None:
-        raise ValueError("The tokenizer has no EOS token; set one (tokenizer.eos_token = '</s>') or pass add_eos=False.")
+        raise ValueError(
+            "The tokenizer has no EOS token; set one (tokenizer.eos_token = '</s>') or pass add_eos=False."
+        )
     encoded = tokenizer(_texts(batch, text_column), add_special_tokens=False)["input_ids"]
     tail = [eos] if add_eos else []
     if overflow == "split":

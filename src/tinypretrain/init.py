@@ -34,9 +34,7 @@ def kaiming_init(model: nn.Module, *, seed: int | None = None, gain_nonlinearity
     initial logits large (loss starts far above ln(vocab)). It reproduces the seed, and learned faster than
     ``normal_init`` in short CPU runs; the seed's long bf16 run with it diverged (see ``normal_init``).
     """
-    return _reinit(
-        model, lambda w: nn.init.kaiming_uniform_(w, mode="fan_in", nonlinearity=gain_nonlinearity), seed
-    )
+    return _reinit(model, lambda w: nn.init.kaiming_uniform_(w, mode="fan_in", nonlinearity=gain_nonlinearity), seed)
 
 
 def normal_init(model: nn.Module, *, std: float | None = None, seed: int | None = None) -> nn.Module:
@@ -61,5 +59,3 @@ def init_model(model: nn.Module, init: InitName, *, seed: int | None = None) -> 
     if init not in INITS:
         raise ValueError(f"Unknown init {init!r}; choose one of {sorted(INITS)}.")
     return INITS[init](model, seed=seed)
-
-

@@ -60,8 +60,9 @@ def train_tokenizer(
     """Train a byte-level BPE tokenizer (no unknown characters, lossless decode) on texts or a corpus path.
 
     Offline users and tests get a real tokenizer this way. ``texts_or_files`` is an iterable of strings, a
-    ``Dataset`` (its ``text_column``) or a path ``load_text_dataset`` reads (its train split). Special tokens are ``<unk>``=0, ``<s>``=1, ``</s>``=2,
-    ``<pad>``=3 (Llama-2's bos/eos ids). With ``save_dir`` it is saved in HF format so ``AutoTokenizer`` loads it.
+    ``Dataset`` (its ``text_column``) or a path ``load_text_dataset`` reads (its train split). Special tokens are
+    ``<unk>``=0, ``<s>``=1, ``</s>``=2, ``<pad>``=3 (Llama-2's bos/eos ids). With ``save_dir`` it is saved in HF
+    format so ``AutoTokenizer`` loads it.
     """
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + special tokens).")

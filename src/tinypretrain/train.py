@@ -50,15 +50,34 @@ class TrainingDivergedError(RuntimeError):
 # not copied); "fast" is the seed's model and data with the settings we recommend (benchmarks/RESULTS.md).
 RECIPES: dict[str, dict[str, Any]] = {
     "seed": {
-        "dataset": "noanabeshima/TinyStoriesV2", "train_split": "train[:10%]", "tokenizer": "NousResearch/Llama-2-7b-hf",
-        "preset": "seed-20m", "packing": "truncate", "max_length": 2048, "init": "kaiming", "learning_rate": 1e-4,
-        "lr_scheduler_type": "cosine", "warmup_steps": 0.0, "weight_decay": 0.0, "adam_beta2": 0.999,
-        "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "num_train_epochs": 2.0,
-        "eval_steps": 1000, "save_steps": 1000, "save_total_limit": 2, "logging_steps": 50, "max_eval_samples": None,
+        "dataset": "noanabeshima/TinyStoriesV2",
+        "train_split": "train[:10%]",
+        "tokenizer": "NousResearch/Llama-2-7b-hf",
+        "preset": "seed-20m",
+        "packing": "truncate",
+        "max_length": 2048,
+        "init": "kaiming",
+        "learning_rate": 1e-4,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.0,
+        "weight_decay": 0.0,
+        "adam_beta2": 0.999,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "num_train_epochs": 2.0,
+        "eval_steps": 1000,
+        "save_steps": 1000,
+        "save_total_limit": 2,
+        "logging_steps": 50,
+        "max_eval_samples": None,
     },
     "fast": {
-        "dataset": "noanabeshima/TinyStoriesV2", "train_split": "train[:10%]", "tokenizer": "NousResearch/Llama-2-7b-hf",
-        "preset": "seed-20m", "max_length": 512, "max_eval_samples": None,
+        "dataset": "noanabeshima/TinyStoriesV2",
+        "train_split": "train[:10%]",
+        "tokenizer": "NousResearch/Llama-2-7b-hf",
+        "preset": "seed-20m",
+        "max_length": 512,
+        "max_eval_samples": None,
     },
 }
 
@@ -190,7 +209,9 @@ class PretrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"Unknown PretrainConfig key(s) {unknown} in {source}. Valid keys: {', '.join(sorted(names))}.")
+            raise ValueError(
+                f"Unknown PretrainConfig key(s) {unknown} in {source}. Valid keys: {', '.join(sorted(names))}."
+            )
         return cls(**data)
 
 
@@ -326,8 +347,8 @@ def _prepare_output_dir(cfg: PretrainConfig, check: bool = True) -> Path:
     if out.exists() and any(out.iterdir()):
         if not cfg.overwrite_output_dir:
             raise ValueError(
-                f"output_dir {out} already holds files (another run?). Pass resume_from_checkpoint=true to continue it, "
-                "overwrite_output_dir=true to replace it, or a new output_dir."
+                f"output_dir {out} already holds files (another run?). Pass resume_from_checkpoint=true to continue "
+                "it, overwrite_output_dir=true to replace it, or a new output_dir."
             )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -391,7 +412,9 @@ def _load_stream(cfg: PretrainConfig) -> tuple[IterableDataset, list[str]]:
 
 def _stream_blocks(texts: IterableDataset, tokenizer: Any, max_length: int, text_column: str) -> Iterator[dict]:
     batches = (
-        tokenize_truncate(batch, tokenizer, max_length=max_length, text_column=text_column, overflow="split")["input_ids"]
+        tokenize_truncate(batch, tokenizer, max_length=max_length, text_column=text_column, overflow="split")[
+            "input_ids"
+        ]
         for batch in texts.iter(batch_size=1000)
     )
     for block in pack_stream(batches, max_length):
@@ -409,13 +432,19 @@ def _load_texts(cfg: PretrainConfig) -> tuple[Dataset | IterableDataset, list[st
         eval_texts = [t for t in dict.fromkeys(extra) if t not in seen][: cfg.eval_size]
     else:
         splits = load_text_dataset(cfg.dataset, split=None, text_column=cfg.text_column)
-        train = _nonblank(load_text_dataset(cfg.dataset, split=cfg.train_split, text_column=cfg.text_column), cfg.text_column)
+        train = _nonblank(
+            load_text_dataset(cfg.dataset, split=cfg.train_split, text_column=cfg.text_column), cfg.text_column
+        )
         if len(train) == 0:
             raise ValueError(f"The training split {cfg.train_split!r} of {source} is empty (or only blank texts).")
         if cfg.eval_split and cfg.eval_split.split("[")[0] in splits:
-            eval_texts = load_text_dataset(cfg.dataset, split=cfg.eval_split, text_column=cfg.text_column)[cfg.text_column]
+            eval_texts = load_text_dataset(cfg.dataset, split=cfg.eval_split, text_column=cfg.text_column)[
+                cfg.text_column
+            ]
         elif len(train) < 2:
-            raise ValueError(f"{source} has one training text and no {cfg.eval_split!r} split to evaluate on; add data.")
+            raise ValueError(
+                f"{source} has one training text and no {cfg.eval_split!r} split to evaluate on; add data."
+            )
         else:
             held = train.train_test_split(test_size=min(cfg.eval_size, max(1, len(train) // 10)), seed=cfg.seed)
             train, eval_texts = held["train"], held["test"][cfg.text_column]
@@ -448,7 +477,9 @@ def _model_config(cfg: PretrainConfig, tokenizer: Any) -> LlamaConfig:
     context = PRESETS[cfg.preset].get("max_position_embeddings", DEFAULT_CONTEXT)
     fields_.setdefault("max_position_embeddings", max(cfg.max_length, context))
     config = make_llama_config(
-        **fields_, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        **fields_,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     if len(tokenizer) > config.vocab_size:
@@ -457,7 +488,9 @@ def _model_config(cfg: PretrainConfig, tokenizer: Any) -> LlamaConfig:
             "raise vocab_size in model_overrides (or drop it to match the tokenizer)."
         )
     if cfg.max_length > config.max_position_embeddings:
-        raise ValueError(f"max_length={cfg.max_length} exceeds max_position_embeddings={config.max_position_embeddings}.")
+        raise ValueError(
+            f"max_length={cfg.max_length} exceeds max_position_embeddings={config.max_position_embeddings}."
+        )
     return config
 
 
@@ -494,7 +527,9 @@ def _device_defaults(cfg: PretrainConfig) -> dict[str, Any]:
         "bf16": bf16,
         "fp16": bool(cuda and not bf16 and cfg.bf16 is None),
         "torch_compile": cfg.torch_compile if cfg.torch_compile is not None else cuda,
-        "dataloader_num_workers": cfg.dataloader_num_workers if cfg.dataloader_num_workers is not None else (4 if cuda else 0),
+        "dataloader_num_workers": cfg.dataloader_num_workers
+        if cfg.dataloader_num_workers is not None
+        else (4 if cuda else 0),
         "dataloader_pin_memory": cuda,
         "use_cpu": _cpu_only(),  # also makes multi-process CPU runs use gloo
     }
@@ -545,7 +580,7 @@ def _save_final(trainer: Trainer, tokenizer: Any, out: Path) -> None:
 
 def _write_samples(model: PreTrainedModel, tokenizer: Any, cfg: PretrainConfig, path: Path) -> None:
     prompts = [SAMPLE_PROMPTS[i % len(SAMPLE_PROMPTS)] for i in range(cfg.num_samples)]
-    stories = generate(model, tokenizer, prompts, max_new_tokens=min(200, cfg.max_length), seed=cfg.seed) if prompts else []
+    stories = generate(model, tokenizer, prompts, max_new_tokens=min(200, cfg.max_length), seed=cfg.seed)
     body = "\n\n".join(f"## Prompt: {p!r}\n\n{s}" for p, s in zip(prompts, stories))
     atomic_write_text(path, f"# Samples\n\n{body}\n")
 
@@ -594,8 +629,12 @@ def pretrain(
         logger.info("Model:\n%s", count_parameters(model))
 
     micro_batch, accumulation = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-    steps_estimate = cfg.max_steps if cfg.max_steps > 0 else math.ceil(  # streams always have max_steps
-        len(train_ds) / (micro_batch * accumulation) * cfg.num_train_epochs
+    steps_estimate = (
+        cfg.max_steps
+        if cfg.max_steps > 0
+        else math.ceil(  # streams always have max_steps
+            len(train_ds) / (micro_batch * accumulation) * cfg.num_train_epochs
+        )
     )
     eval_steps = cfg.eval_steps or max(1, steps_estimate // 5)
     args = TrainingArguments(
