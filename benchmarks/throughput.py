@@ -104,39 +104,27 @@ def bench_plain_loop(blocks: np.ndarray, batch: int, steps: int, warmup: int) ->
     }
 
 
+def packed_blocks(texts, tok, max_length: int, num_proc: int | None = None):
+    """pretrain()'s data path, uncached: tokenize whole texts (overflow="split"), then pack max_length blocks."""
+    tokenized = texts.map(
+        tp.tokenize_truncate,
+        batched=True,
+        remove_columns=["text"],
+        load_from_cache_file=False,
+        num_proc=num_proc,
+        fn_kwargs={"tokenizer": tok, "max_length": max_length, "overflow": "split"},
+    )
+    return tp.pack_dataset(tokenized, max_length)
+
+
 def bench_tokenization(train_texts, tok, max_length: int) -> list[dict]:
     rows = []
     stok = seed_tokenizer(tok)
     for label, fn in (
         ("seed map(process_func, num_proc=8)", lambda: seed_tokenize(train_texts, stok, num_proc=8, cache=False)),
         ("seed map(process_func), 1 process", lambda: seed_tokenize(train_texts, stok, num_proc=None, cache=False)),
-        (
-            "tokenize_truncate(split) + pack_dataset, num_proc=8",
-            lambda: tp.pack_dataset(
-                train_texts.map(
-                    tp.tokenize_truncate,
-                    batched=True,
-                    remove_columns=["text"],
-                    load_from_cache_file=False,
-                    num_proc=8,
-                    fn_kwargs={"tokenizer": tok, "max_length": max_length, "overflow": "split"},
-                ),
-                max_length,
-            ),
-        ),
-        (
-            "tokenize_truncate(split) + pack_dataset",
-            lambda: tp.pack_dataset(
-                train_texts.map(
-                    tp.tokenize_truncate,
-                    batched=True,
-                    remove_columns=["text"],
-                    load_from_cache_file=False,
-                    fn_kwargs={"tokenizer": tok, "max_length": max_length, "overflow": "split"},
-                ),
-                max_length,
-            ),
-        ),
+        ("tokenize_truncate(split) + pack_dataset, num_proc=8", lambda: packed_blocks(train_texts, tok, max_length, 8)),
+        ("tokenize_truncate(split) + pack_dataset", lambda: packed_blocks(train_texts, tok, max_length)),
     ):
         start = time.perf_counter()
         fn()
@@ -175,15 +163,7 @@ def main() -> None:
         if args.plain:
             cfg = tp.PretrainConfig()
             micro, accumulation = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-            blocks = tp.pack_sequences(
-                train_texts.map(
-                    tp.tokenize_truncate,
-                    batched=True,
-                    remove_columns=["text"],
-                    fn_kwargs={"tokenizer": tok, "max_length": cfg.max_length, "overflow": "split"},
-                )["input_ids"],
-                cfg.max_length,
-            )
+            blocks = np.asarray(packed_blocks(train_texts, tok, cfg.max_length).with_format("numpy")["input_ids"])
             rows.append(bench_plain_loop(blocks, micro * accumulation, steps, warmup))
     for row in rows:
         row["ratio_to_seed"] = row["real_tok_s"] / seed["real_tok_s"]

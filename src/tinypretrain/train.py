@@ -387,14 +387,14 @@ def _check_checkpoint(checkpoint: Path) -> None:
         raise ValueError(f"{checkpoint} is corrupt ({type(err).__name__}: {err}). {hint}") from None
 
 
-def _nonblank(ds: Dataset, text_column: str) -> Dataset:
+def _nonblank(ds: Dataset | IterableDataset, text_column: str) -> Dataset | IterableDataset:
     return ds.filter(lambda b: [bool(t and t.strip()) for t in b[text_column]], batched=True)
 
 
 def _load_stream(cfg: PretrainConfig) -> tuple[IterableDataset, list[str]]:
     splits = load_text_dataset(cfg.dataset, split=None, text_column=cfg.text_column, streaming=True)
     train = load_text_dataset(cfg.dataset, split=cfg.train_split, text_column=cfg.text_column, streaming=True)
-    train = train.filter(lambda b: [bool(t and t.strip()) for t in b[cfg.text_column]], batched=True)
+    train = _nonblank(train, cfg.text_column)
     if cfg.eval_split and cfg.eval_split.split("[")[0] in splits:
         evals = load_text_dataset(cfg.dataset, split=cfg.eval_split, text_column=cfg.text_column, streaming=True)
         eval_texts = [row[cfg.text_column] for row in islice(evals, cfg.max_eval_samples or cfg.eval_size)]
