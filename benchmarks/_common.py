@@ -29,12 +29,20 @@ def tokenizer_for(data: Path, tokenizer: str | None, vocab_size: int = 32000) ->
 
 
 class StepTimer(TrainerCallback):
-    """Wall time and real tokens of the steps after ``warmup`` (compilation and first-batch costs excluded)."""
+    """Wall time and real tokens of the steps after ``warmup`` (compilation and first-batch costs excluded).
 
-    def __init__(self, warmup: int, tokens_per_step: list[int] | int) -> None:
-        self.warmup, self.tokens_per_step = warmup, tokens_per_step
+    Real tokens per step come from ``real_tokens`` (a per-step list, for padded batches) or, for packed blocks,
+    from the batch shape Trainer resolved: rows per step x ``block_length``.
+    """
+
+    def __init__(self, warmup: int, real_tokens: list[int] | None = None, block_length: int | None = None) -> None:
+        self.warmup, self.real_tokens, self.block_length = warmup, real_tokens, block_length
+        self.rows_per_step = 0
         self.start = self.end = None
         self.steps = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
 
     def on_step_end(self, args, state, control, **kwargs):
         if torch.cuda.is_available():
@@ -45,14 +53,14 @@ class StepTimer(TrainerCallback):
         elif state.global_step > self.warmup:
             self.end, self.steps = now, state.global_step - self.warmup
 
+    def tokens(self, first: int, last: int) -> int:
+        """Real tokens of steps ``first+1 .. last``."""
+        if self.real_tokens is not None:
+            return sum(self.real_tokens[first:last])
+        return (last - first) * self.rows_per_step * self.block_length
+
     def tokens_per_s(self) -> float:
-        per_step = self.tokens_per_step
-        tokens = (
-            per_step * self.steps
-            if isinstance(per_step, int)
-            else sum(per_step[self.warmup : self.warmup + self.steps])
-        )
-        return tokens / (self.end - self.start)
+        return self.tokens(self.warmup, self.warmup + self.steps) / (self.end - self.start)
 
 
 class CountingCollator:

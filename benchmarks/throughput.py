@@ -35,7 +35,7 @@ def bench_seed(train_texts, tok, steps: int, warmup: int, out: str) -> dict:
     stok = seed_tokenizer(tok)
     ds = seed_tokenize(train_texts, stok, num_proc=None)
     collator = CountingCollator(DataCollatorForLanguageModeling(stok, mlm=False))
-    timer = StepTimer(warmup, collator.real)
+    timer = StepTimer(warmup, real_tokens=collator.real)
     args = seed_training_args(
         out,
         max_steps=warmup + steps,
@@ -57,8 +57,7 @@ def bench_seed(train_texts, tok, steps: int, warmup: int, out: str) -> dict:
 
 def bench_pretrain(data: Path, tok_path: str, steps: int, warmup: int, out: str, name: str = "", **overrides) -> dict:
     cfg = tp.PretrainConfig(preset="seed-20m", **overrides)
-    micro, accumulation = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-    timer = StepTimer(warmup, micro * accumulation * cfg.max_length)
+    timer = StepTimer(warmup, block_length=cfg.max_length)
     reset_peak_memory()
     tp.pretrain(
         cfg,
@@ -73,8 +72,14 @@ def bench_pretrain(data: Path, tok_path: str, steps: int, warmup: int, out: str,
         output_dir=out,
         callbacks=[timer],
     )
-    label = f"pretrain() {name or 'default'} ({micro}x{cfg.max_length} packed, x{accumulation} accumulation)"
-    return {"path": label, "real_tok_s": timer.tokens_per_s(), "padding": 0.0, "peak_mem_mb": peak_memory_mb()}
+    label = f"pretrain() {name or 'default'} ({timer.rows_per_step}x{cfg.max_length} packed blocks per step)"
+    return {
+        "path": label,
+        "real_tok_s": timer.tokens_per_s(),
+        "padding": 0.0,
+        "peak_mem_mb": peak_memory_mb(),
+        "rows_per_step": timer.rows_per_step,
+    }
 
 
 def bench_plain_loop(blocks: np.ndarray, batch: int, steps: int, warmup: int) -> dict:
@@ -153,39 +158,48 @@ def main() -> None:
     tok = tp.load_tokenizer(tok_path)
     train_texts = tp.load_text_dataset(args.data, "train")
 
+    info = machine()
+    rows: list[dict] = []
+    tokenization: list[dict] = []
+
+    def report() -> None:  # after every path, so a run cut short still leaves its results
+        seed = rows[0]["real_tok_s"]
+        for row in rows:
+            row["ratio_to_seed"] = row["real_tok_s"] / seed
+        print(f"\nThroughput on {info['device']}, torch {info['torch']}, {info['date']}; model: seed-20m (19.5M)")
+        print_table(rows, ["path", "real_tok_s", "padding", "peak_mem_mb", "ratio_to_seed"])
+        if tokenization:
+            print(f"\nTokenization of {len(train_texts):,} stories ({args.data / 'train*'})")
+            print_table(tokenization, ["pipeline", "stories_per_s"])
+        ours = rows[1]["real_tok_s"] if len(rows) > 1 else None
+        write_json(
+            args.json,
+            {
+                "machine": info,
+                "steps": steps,
+                "rows": rows,
+                "tokenization": tokenization,
+                "seed_tokens_per_s": seed,
+                "pretrain_tokens_per_s": ours,
+                "ratio": ours / seed if ours else None,
+            },
+        )
+
     with tempfile.TemporaryDirectory() as tmp:
         # The seed's steps are ~8x smaller than ours; time it over proportionally more steps.
-        seed = bench_seed(train_texts, tok, steps * 8, warmup * 4, f"{tmp}/seed")
-        ours = bench_pretrain(args.data, tok_path, steps, warmup, f"{tmp}/ours")
-        rows = [seed, ours]
+        rows.append(bench_seed(train_texts, tok, steps * 8, warmup * 4, f"{tmp}/seed"))
+        rows.append(bench_pretrain(args.data, tok_path, steps, warmup, f"{tmp}/ours"))
+        report()
         for i, (name, overrides) in enumerate(map(parse_variant, args.variant)):
             rows.append(bench_pretrain(args.data, tok_path, steps, warmup, f"{tmp}/variant{i}", name, **overrides))
-        if args.plain:
-            cfg = tp.PretrainConfig()
-            micro, accumulation = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-            blocks = np.asarray(packed_blocks(train_texts, tok, cfg.max_length).with_format("numpy")["input_ids"])
-            rows.append(bench_plain_loop(blocks, micro * accumulation, steps, warmup))
-    for row in rows:
-        row["ratio_to_seed"] = row["real_tok_s"] / seed["real_tok_s"]
-    tokenization = bench_tokenization(train_texts, tok, tp.PretrainConfig().max_length)
-
-    info = machine()
-    print(f"\nThroughput on {info['device']}, torch {info['torch']}, {info['date']}; model: seed-20m (19.5M)")
-    print_table(rows, ["path", "real_tok_s", "padding", "peak_mem_mb", "ratio_to_seed"])
-    print(f"\nTokenization of {len(train_texts):,} stories ({args.data / 'train*'})")
-    print_table(tokenization, ["pipeline", "stories_per_s"])
-    write_json(
-        args.json,
-        {
-            "machine": info,
-            "steps": steps,
-            "rows": rows,
-            "tokenization": tokenization,
-            "seed_tokens_per_s": seed["real_tok_s"],
-            "pretrain_tokens_per_s": ours["real_tok_s"],
-            "ratio": ours["real_tok_s"] / seed["real_tok_s"],
-        },
-    )
+            report()
+        if args.plain:  # at the default path's batch shape
+            max_length = tp.PretrainConfig().max_length
+            blocks = np.asarray(packed_blocks(train_texts, tok, max_length).with_format("numpy")["input_ids"])
+            rows.append(bench_plain_loop(blocks, rows[1]["rows_per_step"], steps, warmup))
+            report()
+    tokenization.extend(bench_tokenization(train_texts, tok, tp.PretrainConfig().max_length))
+    report()
 
 
 if __name__ == "__main__":

@@ -11,68 +11,82 @@ cosine over its 2 epochs); ours runs recipe "fast" (seed-20m, packed 512-token b
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from _common import DEFAULT_DATA, CountingCollator, machine, parse_variant, print_table, tokenizer_for, write_json
+from _common import (
+    DEFAULT_DATA,
+    CountingCollator,
+    StepTimer,
+    machine,
+    parse_variant,
+    print_table,
+    tokenizer_for,
+    write_json,
+)
 from seed_recipe import seed_model, seed_tokenize, seed_tokenizer, seed_trainer, seed_training_args
-from transformers import DataCollatorForLanguageModeling, TrainerCallback
+from transformers import DataCollatorForLanguageModeling
 
 import tinypretrain as tp
 
 
-class EvalClock(TrainerCallback):
-    """Evaluates every ``every`` steps with the clock paused; stops once ``budget`` training seconds have passed."""
+class EvalClock(StepTimer):
+    """Evaluates every ``every`` steps with the clock paused; stops after ``budget`` training seconds or at
+    ``stop_step``. The first step (compilation, first batch) is timed on its own as ``first_step_s``."""
 
-    def __init__(self, tokenizer, texts: list[str], every: int, budget: float, tokens_per_step) -> None:
-        self.tokenizer, self.texts, self.every, self.budget = tokenizer, texts, every, budget
-        self.tokens_per_step = tokens_per_step
+    def __init__(self, tokenizer, texts, every: int, budget: float, stop_step: int | None = None, **tokens) -> None:
+        super().__init__(warmup=0, **tokens)
+        self.tokenizer, self.texts, self.every, self.budget, self.stop_step = tokenizer, texts, every, budget, stop_step
         self.points: list[dict] = []
-        self.train_s, self.resumed = 0.0, None
-
-    def _tokens(self, step: int) -> int:
-        per = self.tokens_per_step
-        return per * step if isinstance(per, int) else sum(per[:step])
+        self.train_s, self.first_step_s, self.resumed = 0.0, None, None
 
     def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
         self.resumed = time.perf_counter()
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step % self.every and self.train_s + time.perf_counter() - self.resumed < self.budget:
+        step = state.global_step
+        last = step == self.stop_step or self.train_s + time.perf_counter() - self.resumed >= self.budget
+        if step > 1 and step % self.every and not last:
             return
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.train_s += time.perf_counter() - self.resumed
-        scores = tp.evaluate(model, self.tokenizer, self.texts)
-        self.points.append(
-            {
-                "step": state.global_step,
-                "train_s": self.train_s,
-                "tokens": self._tokens(state.global_step),
-                "eval_loss": scores["loss"],
-                "bits_per_byte": scores["bits_per_byte"],
-            }
-        )
-        if self.train_s >= self.budget:
-            control.should_training_stop = True
+        if step == 1:
+            self.first_step_s = self.train_s
+        if step % self.every == 0 or last:
+            scores = tp.evaluate(model, self.tokenizer, self.texts)
+            self.points.append(
+                {
+                    "step": step,
+                    "train_s": self.train_s,
+                    "tokens": self.tokens(0, step),
+                    "eval_loss": scores["loss"],
+                    "bits_per_byte": scores["bits_per_byte"],
+                }
+            )
+        control.should_training_stop = last
         self.resumed = time.perf_counter()
 
 
-def run_seed(data: Path, tok, texts, budget: float, every: int, out: str) -> list[dict]:
+def run_seed(data: Path, tok, texts, budget: float, epochs: float | None, every: int, out: str) -> EvalClock:
     stok = seed_tokenizer(tok)
     train = seed_tokenize(tp.load_text_dataset(data, "train"), stok, num_proc=None)
     collator = CountingCollator(DataCollatorForLanguageModeling(stok, mlm=False))
-    clock = EvalClock(stok, texts, every * 8, budget, collator.real)  # the seed's steps are ~8x smaller
     args = seed_training_args(
         out, eval_strategy="no", save_strategy="no", logging_steps=10**6, dataloader_num_workers=0
     )
+    stop = math.ceil(len(train) / args.per_device_train_batch_size * epochs) if epochs else None
+    # The seed's steps are ~8x smaller than ours: evaluate 8x less often per step.
+    clock = EvalClock(stok, texts, every * 8, budget, stop, real_tokens=collator.real)
     seed_trainer(seed_model(), stok, train, None, args, data_collator=collator, callbacks=[clock]).train()
-    return clock.points
+    return clock
 
 
-def run_ours(data: Path, tok_path: str, tok, texts, budget: float, every: int, out: str, **overrides) -> list[dict]:
+def run_ours(data: Path, tok_path: str, tok, texts, budget: float, every: int, out: str, **overrides) -> EvalClock:
     cfg = tp.PretrainConfig(
         recipe="fast",
         dataset=str(data),
@@ -82,12 +96,11 @@ def run_ours(data: Path, tok_path: str, tok, texts, budget: float, every: int, o
         num_train_epochs=1,
         **overrides,
     )
-    micro, accumulation = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-    clock = EvalClock(tok, texts, every, budget, micro * accumulation * cfg.max_length)
+    clock = EvalClock(tok, texts, every, budget, block_length=cfg.max_length)
     tp.pretrain(
         cfg, output_dir=out, eval_steps=10**9, save_steps=10**9, max_eval_samples=4, num_samples=0, callbacks=[clock]
     )
-    return clock.points
+    return clock
 
 
 def plot(curves: dict[str, list[dict]], path: str) -> None:
@@ -105,6 +118,7 @@ def plot(curves: dict[str, list[dict]], path: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
     print(f"wrote {path}")
 
 
@@ -114,6 +128,7 @@ def main() -> None:
     parser.add_argument("--tokenizer", help="Default: a 32k BPE trained on --data (cached).")
     parser.add_argument("--budget", type=float, default=240, help="Training seconds per path.")
     parser.add_argument("--seed_budget", type=float, help="Training seconds for the seed recipe (default: --budget).")
+    parser.add_argument("--seed_epochs", type=float, help="Stop the seed after this many epochs (or its budget).")
     parser.add_argument("--eval_every", type=int, default=10, help="Our steps between evals (the seed: 8x more).")
     parser.add_argument("--eval_stories", type=int, default=200)
     parser.add_argument("--no-seed", action="store_true", help="Skip the seed recipe (ablations only).")
@@ -126,40 +141,54 @@ def main() -> None:
     tok = tp.load_tokenizer(tok_path)
     texts = list(tp.load_text_dataset(args.data, "validation")["text"][: args.eval_stories])
 
-    curves: dict[str, list[dict]] = {}
+    info = machine()
+    clocks: dict[str, EvalClock] = {}
+
+    def report() -> None:  # after every path, so a run cut short still leaves its results
+        rows = []
+        seed = clocks.get("seed recipe")
+        target = seed.points[-1]["eval_loss"] if seed else None
+        for name, clock in clocks.items():
+            last = clock.points[-1]
+            reach = next((p["train_s"] for p in clock.points if target is not None and p["eval_loss"] <= target), None)
+            rows.append(
+                {
+                    "path": name,
+                    "train_s": last["train_s"],
+                    "first_step_s": clock.first_step_s,
+                    "tokens": last["tokens"],
+                    "eval_loss": last["eval_loss"],
+                    "bits_per_byte": last["bits_per_byte"],
+                    "s_to_seed_final_loss": reach,
+                    "fraction_of_seed_time": reach / seed.train_s if reach is not None else None,
+                }
+            )
+        print(f"\nTime to quality on {info['device']}, {info['date']}; per-story eval on {len(texts)} valid stories")
+        print_table(rows, list(rows[0]))
+        curves = {name: clock.points for name, clock in clocks.items()}
+        write_json(args.json, {"machine": info, "budget_s": args.budget, "rows": rows, "curves": curves})
+        if args.plot:
+            plot(curves, args.plot)
+
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_seed:
-            curves["seed recipe"] = run_seed(
-                args.data, tok, texts, args.seed_budget or args.budget, args.eval_every, f"{tmp}/seed"
+            clocks["seed recipe"] = run_seed(
+                args.data,
+                tok,
+                texts,
+                args.seed_budget or (math.inf if args.seed_epochs else args.budget),
+                args.seed_epochs,
+                args.eval_every,
+                f"{tmp}/s",
             )
+            report()
         runs = [] if args.no_default else [("pretrain() default", {})]
         runs += [parse_variant(v) for v in args.variant]
         for i, (name, overrides) in enumerate(runs):
-            curves[name] = run_ours(
+            clocks[name] = run_ours(
                 args.data, tok_path, tok, texts, args.budget, args.eval_every, f"{tmp}/{i}", **overrides
             )
-
-    rows = []
-    target = curves["seed recipe"][-1]["eval_loss"] if "seed recipe" in curves else None
-    for name, points in curves.items():
-        last = points[-1]
-        reach = next((p["train_s"] for p in points if target is not None and p["eval_loss"] <= target), None)
-        rows.append(
-            {
-                "path": name,
-                "train_s": last["train_s"],
-                "tokens": last["tokens"],
-                "eval_loss": last["eval_loss"],
-                "bits_per_byte": last["bits_per_byte"],
-                "s_to_seed_final_loss": reach,
-            }
-        )
-    info = machine()
-    print(f"\nTime to quality on {info['device']}, {info['date']}; per-story eval on {len(texts)} validation stories")
-    print_table(rows, ["path", "train_s", "tokens", "eval_loss", "bits_per_byte", "s_to_seed_final_loss"])
-    write_json(args.json, {"machine": info, "budget_s": args.budget, "rows": rows, "curves": curves})
-    if args.plot:
-        plot(curves, args.plot)
+            report()
 
 
 if __name__ == "__main__":

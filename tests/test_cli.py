@@ -43,6 +43,7 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys):
 
 def test_refuses_pickled_weights(tmp_path, capsys):
     import torch
+
     import tinypretrain as tp
 
     model = tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

@@ -165,17 +165,54 @@ def test_device_rules(monkeypatch):
 
     cpu = _device_defaults(PretrainConfig())
     assert (cpu["bf16"], cpu["fp16"], cpu["torch_compile"], cpu["dataloader_num_workers"]) == (False, False, False, 0)
-    assert cpu["use_cpu"]
+    assert (cpu["per_device_train_batch_size"], cpu["dataloader_pin_memory"]) == (8, False)
+    assert cpu["use_cpu"] and cpu["accelerator_config"] == {"non_blocking": False}
+    assert cpu["include_num_input_tokens_seen"] == "no"  # counted by us, without a per-step sync
     assert _device_defaults(PretrainConfig(torch_compile=True, bf16=True))["torch_compile"] is True
+    assert _device_defaults(PretrainConfig(torch_compile_mode="reduce-overhead"))["torch_compile"] is True
+    assert _device_defaults(PretrainConfig(avoid_host_syncs=False))["include_num_input_tokens_seen"] == "non_padding"
+    with pytest.raises(ValueError, match="torch_compile_mode needs torch_compile"):
+        PretrainConfig(torch_compile=False, torch_compile_mode="reduce-overhead")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     gpu = _device_defaults(PretrainConfig())
     assert (gpu["bf16"], gpu["fp16"], gpu["torch_compile"], gpu["dataloader_num_workers"]) == (True, False, True, 4)
+    assert (gpu["per_device_train_batch_size"], gpu["torch_compile_mode"]) == (128, None)  # 32k tokens of 256
+    assert _device_defaults(PretrainConfig(max_length=512))["per_device_train_batch_size"] == 64
+    assert _device_defaults(PretrainConfig(max_length=8192))["per_device_train_batch_size"] == 8
+    assert _device_defaults(PretrainConfig(per_device_train_batch_size=3))["per_device_train_batch_size"] == 3
+    assert gpu["dataloader_pin_memory"] and gpu["accelerator_config"] == {"non_blocking": True}
+    assert _device_defaults(PretrainConfig(avoid_host_syncs=False))["accelerator_config"] == {"non_blocking": False}
     assert not gpu["use_cpu"]
     assert _device_defaults(PretrainConfig(torch_compile=False))["torch_compile"] is False
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert _device_defaults(PretrainConfig())["fp16"] is True
     assert PretrainConfig().loss_chunk_size is None  # the chunked loss is opt-in
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("packing", ["pack", "truncate"])
+def test_sync_free_token_count_equals_trainers(tmp_path, packing):
+    """Our count (shapes on the host, masks on the device, read when logging) matches Trainer's per-step count."""
+    runs = {
+        avoid: tp.pretrain(output_dir=str(tmp_path / str(avoid)), packing=packing, max_steps=5, avoid_host_syncs=avoid,
+                           **{**TINY, "logging_steps": 2, "save_steps": 3})
+        for avoid in (True, False)
+    }
+    ours, trainers = runs[True], runs[False]
+    assert ours.metrics["tokens_seen"] == trainers.metrics["tokens_seen"] > 0
+    if packing == "pack":
+        assert ours.metrics["tokens_seen"] == 5 * 8 * 64
+
+    def logged(result):
+        history = map(json.loads, (result.output_dir / "metrics.jsonl").read_text().splitlines())
+        return [h["num_input_tokens_seen"] for h in history if "loss" in h]
+
+    def saved(result):
+        return json.loads((result.output_dir / "checkpoint-3" / "trainer_state.json").read_text())["num_input_tokens_seen"]
+
+    assert logged(ours) == logged(trainers) and len(logged(ours)) == 2
+    assert saved(ours) == saved(trainers) > 0
 
 
 @pytest.mark.slow

@@ -40,6 +40,10 @@ logger = logging.getLogger("tinypretrain")
 TOKENIZER_SAMPLE = 50_000  # texts a streamed run trains its tokenizer on
 SAMPLE_PROMPTS = ("", "Once upon a time", "One day, a little girl named Lily", "Tom and his dog")
 COMPLETE_MARKER = "tinypretrain_complete"  # written last into a checkpoint; resume trusts only marked ones
+# The default step on CUDA: the 64x512 shape of the H200 measurements in benchmarks/RESULTS.md (smaller steps leave
+# the GPU waiting on Python); on CPU, 8 blocks per step reached the seed's loss fastest.
+CUDA_TOKENS_PER_STEP = 32_768
+CPU_BLOCKS_PER_STEP = 8
 
 
 class TrainingDivergedError(RuntimeError):
@@ -132,9 +136,10 @@ class PretrainConfig:
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an existing run in output_dir."})
     num_train_epochs: float = 1.0
     max_steps: int = field(default=-1, metadata={"help": "Overrides num_train_epochs when > 0."})
-    # 8 blocks per step reached the seed's loss in 2/3 of its time on CPU, where 32 blocks (4x fewer updates)
-    # never did within the budget (benchmarks/RESULTS.md).
-    per_device_train_batch_size: int = 8
+    per_device_train_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Blocks per device per step. None = 8 on CPU; on CUDA, 32,768 tokens' worth (128 x 256)."},
+    )
     gradient_accumulation_steps: int = 1
     learning_rate: float = 2e-3
     lr_scheduler_type: str = "cosine"
@@ -154,6 +159,16 @@ class PretrainConfig:
     report_to: str = "none"
     bf16: bool | None = None
     torch_compile: bool | None = None
+    torch_compile_mode: str | None = field(
+        default=None, metadata={"help": "torch.compile mode: 'reduce-overhead' adds CUDA graphs; None = default."}
+    )
+    avoid_host_syncs: bool = field(
+        default=True,
+        metadata={
+            "help": "Count tokens without a per-step GPU->CPU sync and copy batches asynchronously from pinned "
+            "memory; false = Trainer's stock behaviour."
+        },
+    )
     loss_chunk_size: int | None = field(
         default=None, metadata={"help": "Compute lm_head+CE in token chunks (saves logits memory, costs a matmul)."}
     )
@@ -186,11 +201,13 @@ class PretrainConfig:
         if self.max_length < 2:
             problems.append(f"max_length must be >= 2, got {self.max_length}")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "builtin_stories", "vocab_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("learning_rate", "weight_decay", "warmup_steps", "num_train_epochs", "max_grad_norm"):
             if not getattr(self, name) >= 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.torch_compile is False and self.torch_compile_mode is not None:
+            problems.append("torch_compile_mode needs torch_compile (leave torch_compile unset or true)")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             problems.append("set num_train_epochs > 0 or max_steps > 0")
         if self.streaming and (self.max_steps <= 0 or self.packing == "truncate" or self.dataset is None):
@@ -266,14 +283,22 @@ class PretrainResult:
 
 # ------------------------------------------------------------------------------------------------------- trainer
 class _PretrainTrainer(Trainer):
-    """Trainer with per-story evaluation, an optional chunked loss, and crash-safe, NaN-free checkpoints."""
+    """Trainer with per-story evaluation, an optional chunked loss, sync-free token counting, and crash-safe,
+    NaN-free checkpoints."""
 
     def __init__(self, *args: Any, eval_texts: list[str], loss_chunk_size: int | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.eval_texts = eval_texts
         self.loss_chunk_size = loss_chunk_size
+        # Trainer's own token counter calls .item() every step, which stalls the host until the GPU catches up.
+        # Ours counts packed rows from their shape on the host (every slot is a real token) and padded rows on the
+        # device, and reads the total only when logging or saving.
+        self.count_tokens = self.args.include_num_input_tokens_seen == "no"
+        self._host_tokens, self._device_tokens = 0, None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.count_tokens and model.training:
+            self._count_tokens(inputs)
         # Training never needs a KV cache, and without one transformers honours per-document position ids.
         inputs = {**inputs, "use_cache": False}
         if self.loss_chunk_size is None or return_outputs:
@@ -288,6 +313,30 @@ class _PretrainTrainer(Trainer):
         # Same normalisation as HF's ForCausalLMLoss with num_items_in_batch (gradient accumulation / DDP).
         scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
         return nats / num_items_in_batch * scale
+
+    def _count_tokens(self, inputs: dict[str, Any]) -> None:
+        mask = inputs.get("attention_mask")
+        if mask is None:
+            self._host_tokens += inputs["input_ids"].numel()
+        else:
+            real = mask.sum()
+            self._device_tokens = real if self._device_tokens is None else self._device_tokens + real
+
+    def _flush_token_count(self) -> None:
+        """Add the tokens counted since the last flush, over all ranks, to ``state`` (a collective: all ranks call)."""
+        if not self.count_tokens:
+            return
+        local = torch.tensor([self._host_tokens], device=self.args.device)
+        if self._device_tokens is not None:
+            local += self._device_tokens.to(local.device)
+        self.state.num_input_tokens_seen += int(self.accelerator.gather(local).sum())
+        self._host_tokens, self._device_tokens = 0, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        self._flush_token_count()
+        if self.count_tokens and "loss" in logs:
+            logs = {**logs, "num_input_tokens_seen": self.state.num_input_tokens_seen}
+        super().log(logs, start_time)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         start = time.perf_counter()
@@ -305,6 +354,7 @@ class _PretrainTrainer(Trainer):
             raise TrainingDivergedError(
                 f"Weights became NaN/inf before step {self.state.global_step}; not saving them over good checkpoints."
             )
+        self._flush_token_count()
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
             folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
@@ -521,16 +571,25 @@ def _cpu_only() -> bool:
 
 
 def _device_defaults(cfg: PretrainConfig) -> dict[str, Any]:
+    """The TrainingArguments that depend on the device: what a None field resolves to, and the speed levers."""
     cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    batch = cfg.per_device_train_batch_size
+    if batch is None:
+        batch = max(CPU_BLOCKS_PER_STEP, CUDA_TOKENS_PER_STEP // cfg.max_length) if cuda else CPU_BLOCKS_PER_STEP
+    compile_ = cfg.torch_compile if cfg.torch_compile is not None else cuda or cfg.torch_compile_mode is not None
     return {
+        "per_device_train_batch_size": batch,
         "bf16": bf16,
         "fp16": bool(cuda and not bf16 and cfg.bf16 is None),
-        "torch_compile": cfg.torch_compile if cfg.torch_compile is not None else cuda,
+        "torch_compile": compile_,
+        "torch_compile_mode": cfg.torch_compile_mode,
         "dataloader_num_workers": cfg.dataloader_num_workers
         if cfg.dataloader_num_workers is not None
         else (4 if cuda else 0),
         "dataloader_pin_memory": cuda,
+        "accelerator_config": {"non_blocking": cuda and cfg.avoid_host_syncs},
+        "include_num_input_tokens_seen": "no" if cfg.avoid_host_syncs else "non_padding",
         "use_cpu": _cpu_only(),  # also makes multi-process CPU runs use gloo
     }
 
@@ -628,7 +687,8 @@ def pretrain(
     if state.is_main_process:
         logger.info("Model:\n%s", count_parameters(model))
 
-    micro_batch, accumulation = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+    device_args = {**_device_defaults(cfg), **cfg.training_args}
+    micro_batch, accumulation = device_args["per_device_train_batch_size"], cfg.gradient_accumulation_steps
     steps_estimate = (
         cfg.max_steps
         if cfg.max_steps > 0
@@ -641,7 +701,6 @@ def pretrain(
         output_dir=str(out),
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
-        per_device_train_batch_size=micro_batch,
         gradient_accumulation_steps=accumulation,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type,
@@ -659,8 +718,7 @@ def pretrain(
         save_steps=cfg.save_steps or eval_steps,
         save_total_limit=cfg.save_total_limit,
         report_to=cfg.report_to,
-        include_num_input_tokens_seen="non_padding",
-        **{**_device_defaults(cfg), **cfg.training_args},
+        **device_args,
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     guard = _DivergenceGuard()
