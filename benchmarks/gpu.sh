@@ -28,7 +28,8 @@ python3 -c "import torch, transformers, datasets; print('torch', torch.__version
 # Runs "$@" for at most $1 seconds; a stage cut short keeps the JSON it wrote after each finished path.
 stage() { local limit=$1; shift; timeout --signal=INT --kill-after=10 "${limit}s" "$@" 2>&1 | grep -v "it/s\]\|s/it\]\|examples/s\]" || echo "(stopped at its ${limit}-s limit)"; }
 
-if [ "${QUICK:-0}" = 1 ]; then steps=2; budget=8; every=2; seed_epochs=0.02; else steps=30; budget=15; every=25; seed_epochs=1; fi
+if [ "${QUICK:-0}" = 1 ]; then steps=1; budget=8; every=2; seed_epochs=0.01; stories=20
+else steps=30; budget=15; every=25; seed_epochs=1; stories=300; fi
 # 1. Throughput (at most 125 s): the seed recipe vs pretrain()'s default, then one lever at a time, in one process.
 stage 125 python3 benchmarks/throughput.py --data "$data" "${tokenizer[@]}" --device "$device" --steps "$steps" \
   --variant "stock Trainer host syncs:avoid_host_syncs=false" \
@@ -37,6 +38,6 @@ stage 125 python3 benchmarks/throughput.py --data "$data" "${tokenizer[@]}" --de
 # 2. Time to quality (the rest): the seed recipe for one epoch of the sample (~115 s on an H200; stopped at 140 s if
 #    slower), then the default path.
 stage $((deadline - SECONDS - 8)) python3 benchmarks/time_to_quality.py --data "$data" "${tokenizer[@]}" \
-  --seed_epochs "$seed_epochs" --seed_budget 140 --budget "$budget" --eval_every "$every" --eval_stories 300 \
+  --seed_epochs "$seed_epochs" --seed_budget 140 --budget "$budget" --eval_every "$every" --eval_stories "$stories" \
   --json "$out/gpu-ttq.json" --plot "$out/gpu-ttq.png" > "$out/gpu-ttq.log"
 python3 benchmarks/report.py --throughput "$out/gpu-throughput.json" --ttq "$out/gpu-ttq.json" | tee "$out/gpu-report.txt"

@@ -165,7 +165,7 @@ def main() -> None:
     def report() -> None:  # after every path, so a run cut short still leaves its results
         seed = rows[0]["real_tok_s"]
         for row in rows:
-            row["ratio_to_seed"] = row["real_tok_s"] / seed
+            row["ratio_to_seed"] = row["real_tok_s"] and row["real_tok_s"] / seed
         print(f"\nThroughput on {info['device']}, torch {info['torch']}, {info['date']}; model: seed-20m (19.5M)")
         print_table(rows, ["path", "real_tok_s", "padding", "peak_mem_mb", "ratio_to_seed"])
         if tokenization:
@@ -191,7 +191,12 @@ def main() -> None:
         rows.append(bench_pretrain(args.data, tok_path, steps, warmup, f"{tmp}/ours"))
         report()
         for i, (name, overrides) in enumerate(map(parse_variant, args.variant)):
-            rows.append(bench_pretrain(args.data, tok_path, steps, warmup, f"{tmp}/variant{i}", name, **overrides))
+            try:
+                rows.append(bench_pretrain(args.data, tok_path, steps, warmup, f"{tmp}/variant{i}", name, **overrides))
+            except Exception as err:  # a lever that fails on this machine is a result too; the others still run
+                rows.append(
+                    {"path": f"pretrain() {name}: FAILED {type(err).__name__}: {err}"[:160], "real_tok_s": None}
+                )
             report()
         if args.plain:  # at the default path's batch shape
             max_length = tp.PretrainConfig().max_length
