@@ -32,8 +32,8 @@ def kaiming_init(model: nn.Module, *, seed: int | None = None, gain_nonlinearity
     and lm_head included, zero biases, norm weights untouched. Deterministic for a given ``seed``.
 
     Kaiming keeps activations' variance constant through ReLU-like layers; with a 32k vocabulary it makes the
-    initial logits large (loss starts far above ln(vocab)). It reproduces the seed, and learned faster than
-    ``normal_init`` in short CPU runs; the seed's long bf16 run with it diverged (see ``normal_init``).
+    initial logits large (loss starts far above ln(vocab)). It reproduces the seed, is ``pretrain()``'s default, and
+    learned faster than ``normal_init`` in every CPU comparison we ran (benchmarks/RESULTS.md).
     """
     return _reinit(model, lambda w: nn.init.kaiming_uniform_(w, mode="fan_in", nonlinearity=gain_nonlinearity), seed)
 
@@ -42,9 +42,8 @@ def normal_init(model: nn.Module, *, std: float | None = None, seed: int | None 
     """HF's LLaMA init: normal(0, std) on every matrix (std defaults to ``config.initializer_range``, 0.02),
     zero biases, norm weights untouched. Deterministic for a given ``seed``.
 
-    Small weights start the loss near ln(vocab) with small logits, the safer start for long bf16 runs; it is the
-    default of ``pretrain()`` for that stability, although Kaiming was ahead in short CPU runs
-    (benchmarks/RESULTS.md).
+    Small weights start the loss near ln(vocab) with small logits: the conservative choice if a run diverges
+    (the seed's long bf16 run with Kaiming did), though Kaiming learned faster in our runs (benchmarks/RESULTS.md).
     """
     if std is None:
         std = getattr(getattr(model, "config", None), "initializer_range", 0.02)
