@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+from seed_recipe import seed_model, seed_tokenize, seed_tokenizer, seed_trainer, seed_training_args
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback
 
 import tinypretrain as tp
 
@@ -74,6 +75,37 @@ class CountingCollator:
         self.real.append(int(batch["attention_mask"].sum()))
         self.slots.append(batch["attention_mask"].numel())
         return batch
+
+
+def seed_recipe_trainer(
+    train_texts: Any, tokenizer: Any, output_dir: str, **args: Any
+) -> tuple[Trainer, CountingCollator]:
+    """The seed recipe's Trainer on ``train_texts``, its collator wrapped to count real tokens, evaluation and
+    checkpoints off so only its training loop is measured. Add a timing callback, then ``train()``."""
+    stok = seed_tokenizer(tokenizer)
+    collator = CountingCollator(DataCollatorForLanguageModeling(stok, mlm=False))
+    quiet = {"eval_strategy": "no", "save_strategy": "no", "logging_steps": 10**6, "dataloader_num_workers": 0}
+    training_args = seed_training_args(output_dir, **{**quiet, **args})
+    train = seed_tokenize(train_texts, stok, num_proc=None)
+    return seed_trainer(seed_model(), stok, train, None, training_args, data_collator=collator), collator
+
+
+def benchmark_config(data: Path, tokenizer: str, **fields: Any) -> tp.PretrainConfig:
+    """A pretrain() config on ``data`` with the benchmark tokenizer; the model keeps the seed's 32k embeddings."""
+    return tp.PretrainConfig(dataset=str(data), tokenizer=tokenizer, model_overrides={"vocab_size": 32000}, **fields)
+
+
+def pretrain_training_only(cfg: tp.PretrainConfig, output_dir: str, callback: TrainerCallback) -> None:
+    """pretrain() with evaluation, checkpoints and samples off, so ``callback`` sees only the training loop."""
+    tp.pretrain(
+        cfg,
+        output_dir=output_dir,
+        eval_steps=10**9,
+        save_steps=10**9,
+        max_eval_samples=4,
+        num_samples=0,
+        callbacks=[callback],
+    )
 
 
 def peak_memory_mb() -> float | None:

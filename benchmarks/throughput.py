@@ -15,37 +15,29 @@ import numpy as np
 import torch
 from _common import (
     DEFAULT_DATA,
-    CountingCollator,
     StepTimer,
+    benchmark_config,
     machine,
     parse_variant,
     peak_memory_mb,
+    pretrain_training_only,
     print_table,
     reset_peak_memory,
+    seed_recipe_trainer,
     tokenizer_for,
     write_json,
 )
-from seed_recipe import seed_model, seed_tokenize, seed_tokenizer, seed_trainer, seed_training_args
-from transformers import DataCollatorForLanguageModeling
+from seed_recipe import seed_tokenize, seed_tokenizer
 
 import tinypretrain as tp
 
 
 def bench_seed(train_texts, tok, steps: int, warmup: int, out: str) -> dict:
-    stok = seed_tokenizer(tok)
-    ds = seed_tokenize(train_texts, stok, num_proc=None)
-    collator = CountingCollator(DataCollatorForLanguageModeling(stok, mlm=False))
+    trainer, collator = seed_recipe_trainer(train_texts, tok, out, max_steps=warmup + steps)
     timer = StepTimer(warmup, real_tokens=collator.real)
-    args = seed_training_args(
-        out,
-        max_steps=warmup + steps,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_steps=10**6,
-        dataloader_num_workers=0,
-    )
+    trainer.add_callback(timer)
     reset_peak_memory()
-    seed_trainer(seed_model(), stok, ds, None, args, data_collator=collator, callbacks=[timer]).train()
+    trainer.train()
     real, slots = sum(collator.real), sum(collator.slots)
     return {
         "path": "seed recipe (batch 4, padded)",
@@ -56,22 +48,10 @@ def bench_seed(train_texts, tok, steps: int, warmup: int, out: str) -> dict:
 
 
 def bench_pretrain(data: Path, tok_path: str, steps: int, warmup: int, out: str, name: str = "", **overrides) -> dict:
-    cfg = tp.PretrainConfig(preset="seed-20m", **overrides)
+    cfg = benchmark_config(data, tok_path, preset="seed-20m", max_steps=warmup + steps, **overrides)
     timer = StepTimer(warmup, block_length=cfg.max_length)
     reset_peak_memory()
-    tp.pretrain(
-        cfg,
-        dataset=str(data),
-        tokenizer=tok_path,
-        model_overrides={"vocab_size": 32000},
-        max_steps=warmup + steps,
-        eval_steps=10**9,
-        save_steps=10**9,
-        max_eval_samples=4,
-        num_samples=0,
-        output_dir=out,
-        callbacks=[timer],
-    )
+    pretrain_training_only(cfg, out, timer)
     label = f"pretrain() {name or 'default'} ({timer.rows_per_step}x{cfg.max_length} packed blocks per step)"
     return {
         "path": label,

@@ -19,16 +19,16 @@ from pathlib import Path
 import torch
 from _common import (
     DEFAULT_DATA,
-    CountingCollator,
     StepTimer,
+    benchmark_config,
     machine,
     parse_variant,
+    pretrain_training_only,
     print_table,
+    seed_recipe_trainer,
     tokenizer_for,
     write_json,
 )
-from seed_recipe import seed_model, seed_tokenize, seed_tokenizer, seed_trainer, seed_training_args
-from transformers import DataCollatorForLanguageModeling
 
 import tinypretrain as tp
 
@@ -73,33 +73,20 @@ class EvalClock(StepTimer):
 
 
 def run_seed(data: Path, tok, texts, budget: float, epochs: float | None, every: int, out: str) -> EvalClock:
-    stok = seed_tokenizer(tok)
-    train = seed_tokenize(tp.load_text_dataset(data, "train"), stok, num_proc=None)
-    collator = CountingCollator(DataCollatorForLanguageModeling(stok, mlm=False))
-    args = seed_training_args(
-        out, eval_strategy="no", save_strategy="no", logging_steps=10**6, dataloader_num_workers=0
-    )
-    stop = math.ceil(len(train) / args.per_device_train_batch_size * epochs) if epochs else None
+    trainer, collator = seed_recipe_trainer(tp.load_text_dataset(data, "train"), tok, out)
+    steps_per_epoch = len(trainer.train_dataset) / trainer.args.per_device_train_batch_size
+    stop = math.ceil(steps_per_epoch * epochs) if epochs else None
     # The seed's steps are ~8x smaller than ours: evaluate 8x less often per step.
-    clock = EvalClock(stok, texts, every * 8, budget, stop, real_tokens=collator.real)
-    seed_trainer(seed_model(), stok, train, None, args, data_collator=collator, callbacks=[clock]).train()
+    clock = EvalClock(trainer.processing_class, texts, every * 8, budget, stop, real_tokens=collator.real)
+    trainer.add_callback(clock)
+    trainer.train()
     return clock
 
 
 def run_ours(data: Path, tok_path: str, tok, texts, budget: float, every: int, out: str, **overrides) -> EvalClock:
-    cfg = tp.PretrainConfig(
-        recipe="fast",
-        dataset=str(data),
-        train_split="train",
-        tokenizer=tok_path,
-        model_overrides={"vocab_size": 32000},
-        num_train_epochs=1,
-        **overrides,
-    )
+    cfg = benchmark_config(data, tok_path, recipe="fast", train_split="train", num_train_epochs=1, **overrides)
     clock = EvalClock(tok, texts, every, budget, block_length=cfg.max_length)
-    tp.pretrain(
-        cfg, output_dir=out, eval_steps=10**9, save_steps=10**9, max_eval_samples=4, num_samples=0, callbacks=[clock]
-    )
+    pretrain_training_only(cfg, out, clock)
     return clock
 
 

@@ -693,13 +693,10 @@ def pretrain(
 
     device_args = {**_device_defaults(cfg), **cfg.training_args}
     micro_batch, accumulation = device_args["per_device_train_batch_size"], cfg.gradient_accumulation_steps
-    steps_estimate = (
-        cfg.max_steps
-        if cfg.max_steps > 0
-        else math.ceil(  # streams always have max_steps
-            len(train_ds) / (micro_batch * accumulation) * cfg.num_train_epochs
-        )
-    )
+    if cfg.max_steps > 0:  # always the case for streams, which have no length
+        steps_estimate = cfg.max_steps
+    else:
+        steps_estimate = math.ceil(len(train_ds) / (micro_batch * accumulation) * cfg.num_train_epochs)
     eval_steps = cfg.eval_steps or max(1, steps_estimate // 5)
     args = TrainingArguments(
         output_dir=str(out),
@@ -724,7 +721,6 @@ def pretrain(
         report_to=cfg.report_to,
         **device_args,
     )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     guard = _DivergenceGuard()
     trainer = _PretrainTrainer(
         model=model,
@@ -732,7 +728,7 @@ def pretrain(
         train_dataset=train_ds,
         eval_dataset=Dataset.from_dict({"text": eval_texts}),
         data_collator=causal_collator(
-            pad_token_id=pad_id,
+            tokenizer,  # pads with the tokenizer's pad id, else its EOS
             document_eos_token_id=tokenizer.eos_token_id if cfg.packing == "pack_documents" else None,
         ),
         processing_class=tokenizer,
