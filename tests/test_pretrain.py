@@ -125,12 +125,34 @@ def test_refuses_to_clobber_or_resume_from_nothing(tmp_path):
         ({"max_length": 1}, "max_length must be >= 2"),
         ({"init": "xavier"}, "init must be"),
         ({"training_args": "{not json"}, "training_args must be a dict or a JSON"),
+        ({"training_args": {"learning_rate": 1e-3}}, r"training_args\['learning_rate'\] is a PretrainConfig field: "
+                                                     r"set it as learning_rate=\.\.\. \(CLI --learning_rate\)"),
+        ({"training_args": '{"eval_strategy": "no"}'}, r"training_args\['eval_strategy'\] is set by pretrain\(\)"),
         ({"bogus": 1}, r"Unknown PretrainConfig key\(s\) \['bogus'\]"),
     ],
 )
 def test_config_errors(overrides, match):
     with pytest.raises(ValueError, match=match):
         PretrainConfig.from_dict(overrides)
+
+
+def test_training_args_cannot_set_an_argument_twice(tmp_path, monkeypatch):
+    """Every TrainingArgument pretrain() sets is either a config field or a fixed one, so the check above sees all
+    clashes (a new argument that is neither would fail with Python's "multiple values" error)."""
+    from tinypretrain.train import FIXED_TRAINING_ARGS, _device_defaults
+
+    passed = {}
+
+    def capture(**kwargs):
+        passed.update(kwargs)
+        raise InterruptedError
+
+    monkeypatch.setattr(tp.train, "TrainingArguments", capture)
+    with pytest.raises(InterruptedError):
+        tp.pretrain(output_dir=str(tmp_path / "o"), max_steps=1, **TINY)
+    overridable = set(_device_defaults(PretrainConfig()))  # device defaults: training_args may replace them
+    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
+    assert set(passed) - overridable - fields == set(FIXED_TRAINING_ARGS)
 
 
 def test_yaml_config_rejects_unknown_keys(tmp_path):

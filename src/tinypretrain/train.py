@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import logging
 import math
@@ -44,6 +46,12 @@ COMPLETE_MARKER = "tinypretrain_complete"  # written last into a checkpoint; res
 # the GPU waiting on Python); on CPU, 8 blocks per step reached the seed's loss fastest.
 CUDA_TOKENS_PER_STEP = 32_768
 CPU_BLOCKS_PER_STEP = 8
+# TrainingArguments that pretrain() sets for reasons of its own, so training_args may not replace them.
+FIXED_TRAINING_ARGS = {
+    "eval_strategy": "it evaluates every eval_steps",
+    "save_strategy": "it checkpoints every save_steps",
+    "logging_nan_inf_filter": "its divergence check must see NaN/inf losses",
+}
 
 
 class TrainingDivergedError(RuntimeError):
@@ -191,11 +199,12 @@ class PretrainConfig:
                     setattr(self, name, value)
         self.model_overrides = _as_dict(self.model_overrides, "model_overrides")
         self.training_args = _as_dict(self.training_args, "training_args")
+        clashes = _training_args_clashes(self.training_args)
         if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in ("true", "last"):
             self.resume_from_checkpoint = True
         if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in ("false", ""):
             self.resume_from_checkpoint = None
-        problems = []
+        problems = clashes
         if self.packing not in ("pack", "pack_documents", "truncate"):
             problems.append(f"packing must be 'pack', 'pack_documents' or 'truncate', got {self.packing!r}")
         if self.init not in ("normal", "kaiming"):
@@ -234,6 +243,18 @@ class PretrainConfig:
                 f"Unknown PretrainConfig key(s) {unknown} in {source}. Valid keys: {', '.join(sorted(names))}."
             )
         return cls(**data)
+
+
+def _training_args_clashes(training_args: dict[str, Any]) -> list[str]:
+    """training_args keys that would set a TrainingArgument twice, each with the way to set it instead."""
+    fields_ = {f.name for f in fields(PretrainConfig)}
+    problems = []
+    for key in sorted(training_args):
+        if key in fields_:
+            problems.append(f"training_args[{key!r}] is a PretrainConfig field: set it as {key}=... (CLI --{key})")
+        elif key in FIXED_TRAINING_ARGS:
+            problems.append(f"training_args[{key!r}] is set by pretrain() ({FIXED_TRAINING_ARGS[key]}); remove it")
+    return problems
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -598,6 +619,14 @@ def _device_defaults(cfg: PretrainConfig) -> dict[str, Any]:
     }
 
 
+@functools.cache  # register once per process
+def _destroy_process_group_at_exit() -> None:
+    """Destroy the process group when the script ends, unless it already did: a group left alive until interpreter
+    shutdown can abort the process (gloo: SIGABRT, "terminate called without an active exception") after a run
+    that succeeded. At exit no more collectives can run, so this is safe for scripts that call pretrain() twice."""
+    atexit.register(lambda: torch.distributed.is_initialized() and torch.distributed.destroy_process_group())
+
+
 def _peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
@@ -680,6 +709,8 @@ def pretrain(
     wall_start = time.perf_counter()
     # Joins the process group of torchrun / accelerate launch (gloo on CPU); trivial for one process.
     state = PartialState(cpu=_cpu_only())
+    if state.use_distributed:
+        _destroy_process_group_at_exit()
     with state.main_process_first():  # rank 0 checks the folder and fills the datasets cache; the others reuse it
         out = _prepare_output_dir(cfg, check=state.is_main_process)
         checkpoint = _resolve_checkpoint(cfg, out)
