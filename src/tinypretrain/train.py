@@ -199,12 +199,11 @@ class PretrainConfig:
                     setattr(self, name, value)
         self.model_overrides = _as_dict(self.model_overrides, "model_overrides")
         self.training_args = _as_dict(self.training_args, "training_args")
-        clashes = _training_args_clashes(self.training_args)
         if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in ("true", "last"):
             self.resume_from_checkpoint = True
         if isinstance(self.resume_from_checkpoint, str) and self.resume_from_checkpoint.lower() in ("false", ""):
             self.resume_from_checkpoint = None
-        problems = clashes
+        problems = _training_args_clashes(self.training_args)
         if self.packing not in ("pack", "pack_documents", "truncate"):
             problems.append(f"packing must be 'pack', 'pack_documents' or 'truncate', got {self.packing!r}")
         if self.init not in ("normal", "kaiming"):
