@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import tinypretrain.artifacts as artifacts
 import tinypretrain.train as train
 
 out, log_dir, micro_batch = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
@@ -35,14 +36,15 @@ def recording(fn):
 
 
 train.causal_collator = recording_collator
-train.atomic_write_text, train.atomic_write_json = recording(train.atomic_write_text), recording(train.atomic_write_json)
-train._plot_losses = (lambda plot: lambda history, path: (written.append(path.name), plot(history, path)))(train._plot_losses)
+artifacts.atomic_write_text = recording(artifacts.atomic_write_text)
+artifacts.atomic_write_json = recording(artifacts.atomic_write_json)
+artifacts.plot_losses = recording(artifacts.plot_losses)
 
 result = train.pretrain(
     output_dir=str(out), max_steps=6, builtin_stories=400, max_eval_samples=16, eval_size=16, vocab_size=300,
     max_length=32, per_device_train_batch_size=micro_batch, logging_steps=1, eval_steps=3, save_steps=3,
     num_samples=1, model_overrides={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                                     "num_key_value_heads": 1},
-    training_args={"train_sampling_strategy": "sequential"},  # comparable batches across world sizes
+    train_sampling_strategy="sequential",  # comparable batches across world sizes
 )
 (log_dir / f"rank{rank}.json").write_text(json.dumps({"seen": seen, "written": written, "metrics": result.metrics}))

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 import tinypretrain as tp
-from tinypretrain.train import PretrainConfig, _load_texts
+from tinypretrain.pretrain_config import PretrainConfig
+from tinypretrain.run_data import load_texts
 
 TINY = {
     "builtin_stories": 800,
@@ -81,7 +82,7 @@ def test_saved_model_loads_without_tinypretrain(run):
 def test_run_json_metrics_match_fresh_evaluate(run):
     info = json.loads((run.output_dir / "run.json").read_text())
     cfg = PretrainConfig.from_dict({k: v for k, v in info["config"].items() if k != "model_config"})
-    _, eval_texts = _load_texts(cfg)
+    _, eval_texts = load_texts(cfg)
     fresh = tp.evaluate(run.model, run.tokenizer, eval_texts)
     assert info["metrics"]["eval_loss"] == pytest.approx(fresh["loss"], rel=1e-6)
     assert info["metrics"]["eval_bits_per_byte"] == pytest.approx(fresh["bits_per_byte"], rel=1e-6)
@@ -112,22 +113,24 @@ def test_refuses_to_clobber_or_resume_from_nothing(tmp_path):
     half.mkdir(parents=True)
     with pytest.raises(ValueError, match="not a usable checkpoint: trainer_state.json is missing"):
         tp.pretrain(output_dir=str(tmp_path / "half"), max_steps=1, resume_from_checkpoint=str(half), **TINY)
-    assert tp.train.last_complete_checkpoint(tmp_path / "half") is None
+    assert tp.trainer.last_complete_checkpoint(tmp_path / "half") is None
 
 
 @pytest.mark.parametrize(
     "overrides,match",
     [
-        ({"packing": "zip"}, "packing must be"),
+        ({"packing": "zip"}, "packing must be one of 'pack', 'pack_documents', 'truncate'"),
         ({"learning_rate": -1.0}, "learning_rate must be >= 0"),
+        ({"learning_rate": "fast"}, "learning_rate must be float, got 'fast'"),
+        ({"max_steps": "ten"}, "max_steps must be int, got 'ten'"),
         ({"per_device_train_batch_size": 0}, "per_device_train_batch_size must be >= 1"),
+        ({"eval_steps": -1}, "eval_steps must be >= 0"),
+        ({"max_eval_samples": -3}, "max_eval_samples must be >= 1"),
         ({"preset": "gpt-9"}, "unknown preset"),
         ({"max_length": 1}, "max_length must be >= 2"),
-        ({"init": "xavier"}, "init must be"),
-        ({"training_args": "{not json"}, "training_args must be a dict or a JSON"),
-        ({"training_args": {"learning_rate": 1e-3}}, r"training_args\['learning_rate'\] is a PretrainConfig field: "
-                                                     r"set it as learning_rate=\.\.\. \(CLI --learning_rate\)"),
-        ({"training_args": '{"eval_strategy": "no"}'}, r"training_args\['eval_strategy'\] is set by pretrain\(\)"),
+        ({"init": "xavier"}, "init must be one of 'kaiming', 'normal'"),
+        ({"recipe": "slow"}, "Unknown recipe 'slow'"),
+        ({"model_overrides": "{not json"}, "model_overrides must be a dict or a JSON"),
         ({"bogus": 1}, r"Unknown PretrainConfig key\(s\) \['bogus'\]"),
     ],
 )
@@ -136,23 +139,23 @@ def test_config_errors(overrides, match):
         PretrainConfig.from_dict(overrides)
 
 
-def test_training_args_cannot_set_an_argument_twice(tmp_path, monkeypatch):
-    """Every TrainingArgument pretrain() sets is either a config field or a fixed one, so the check above sees all
-    clashes (a new argument that is neither would fail with Python's "multiple values" error)."""
-    from tinypretrain.train import FIXED_TRAINING_ARGS, _device_defaults
+def test_every_training_argument_is_a_field_with_its_own_name():
+    """No copy by hand: the config is a TrainingArguments, so every Trainer option is reachable by name."""
+    from transformers import TrainingArguments
 
-    passed = {}
+    assert issubclass(PretrainConfig, TrainingArguments)
+    cfg = PretrainConfig.from_dict({"optim": "adafactor", "save_only_model": "true", "push_to_hub": False,
+                                    "hub_model_id": "me/tiny", "torch_empty_cache_steps": 5})
+    assert (cfg.optim, cfg.save_only_model, cfg.hub_model_id, cfg.torch_empty_cache_steps) == (
+        "adafactor", True, "me/tiny", 5)
 
-    def capture(**kwargs):
-        passed.update(kwargs)
-        raise InterruptedError
 
-    monkeypatch.setattr(tp.train, "TrainingArguments", capture)
-    with pytest.raises(InterruptedError):
-        tp.pretrain(output_dir=str(tmp_path / "o"), max_steps=1, **TINY)
-    overridable = set(_device_defaults(PretrainConfig()))  # device defaults: training_args may replace them
-    fields = {f.name for f in dataclasses.fields(PretrainConfig)}
-    assert set(passed) - overridable - fields == set(FIXED_TRAINING_ARGS)
+def test_yaml_numbers_are_typed(tmp_path):
+    (tmp_path / "c.yaml").write_text("learning_rate: 1e-3\nmax_steps: '12'\nbf16: 'false'\n")
+    cfg = PretrainConfig.from_file(tmp_path / "c.yaml")
+    assert (cfg.learning_rate, cfg.max_steps, cfg.bf16) == (1e-3, 12, False)
+    (tmp_path / "c.json").write_text('{"learning_rate": 1e-3, "max_steps": 12}')
+    assert PretrainConfig.from_file(tmp_path / "c.json").learning_rate == 1e-3
 
 
 def test_yaml_config_rejects_unknown_keys(tmp_path):
@@ -183,33 +186,34 @@ def test_streaming_run(tmp_path):
 
 
 def test_device_rules(monkeypatch):
-    from tinypretrain.train import _device_defaults
+    from tinypretrain.train import device_training_args as _device_defaults
 
     cpu = _device_defaults(PretrainConfig())
-    assert (cpu["bf16"], cpu["fp16"], cpu["torch_compile"], cpu["dataloader_num_workers"]) == (False, False, False, 0)
-    assert (cpu["per_device_train_batch_size"], cpu["dataloader_pin_memory"]) == (8, False)
-    assert cpu["use_cpu"] and cpu["accelerator_config"] == {"non_blocking": False}
+    assert (cpu["bf16"], cpu["fp16"], cpu["torch_compile"], cpu["per_device_train_batch_size"]) == (False, False, False, 8)
+    assert PretrainConfig().use_cpu and not cpu["accelerator_config"]["non_blocking"]
     assert cpu["include_num_input_tokens_seen"] == "no"  # counted by us, without a per-step sync
     assert _device_defaults(PretrainConfig(torch_compile=True, bf16=True))["torch_compile"] is True
     assert _device_defaults(PretrainConfig(torch_compile_mode="reduce-overhead"))["torch_compile"] is True
     assert _device_defaults(PretrainConfig(avoid_host_syncs=False))["include_num_input_tokens_seen"] == "non_padding"
     with pytest.raises(ValueError, match="torch_compile_mode needs torch_compile"):
         PretrainConfig(torch_compile=False, torch_compile_mode="reduce-overhead")
+    configs = {name: PretrainConfig(**fields) for name, fields in {
+        "default": {}, "512": {"max_length": 512}, "8192": {"max_length": 8192}, "batch3": {"per_device_train_batch_size": 3},
+        "syncs": {"avoid_host_syncs": False}, "eager": {"torch_compile": False}}.items()}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    gpu = _device_defaults(PretrainConfig())
-    assert (gpu["bf16"], gpu["fp16"], gpu["torch_compile"], gpu["dataloader_num_workers"]) == (True, False, True, 4)
-    assert (gpu["per_device_train_batch_size"], gpu["torch_compile_mode"]) == (128, None)  # 32k tokens of 256
-    assert _device_defaults(PretrainConfig(max_length=512))["per_device_train_batch_size"] == 64
-    assert _device_defaults(PretrainConfig(max_length=8192))["per_device_train_batch_size"] == 8
-    assert _device_defaults(PretrainConfig(per_device_train_batch_size=3))["per_device_train_batch_size"] == 3
-    assert gpu["dataloader_pin_memory"] and gpu["accelerator_config"] == {"non_blocking": True}
-    assert _device_defaults(PretrainConfig(avoid_host_syncs=False))["accelerator_config"] == {"non_blocking": False}
-    assert not gpu["use_cpu"]
-    assert _device_defaults(PretrainConfig(torch_compile=False))["torch_compile"] is False
+    gpu = _device_defaults(configs["default"])
+    assert (gpu["bf16"], gpu["fp16"], gpu["torch_compile"]) == (True, False, True)
+    assert gpu["per_device_train_batch_size"] == 128  # 32k tokens of 256
+    assert _device_defaults(configs["512"])["per_device_train_batch_size"] == 64
+    assert _device_defaults(configs["8192"])["per_device_train_batch_size"] == 8
+    assert _device_defaults(configs["batch3"])["per_device_train_batch_size"] == 3
+    assert gpu["accelerator_config"]["non_blocking"]
+    assert not _device_defaults(configs["syncs"])["accelerator_config"]["non_blocking"]
+    assert _device_defaults(configs["eager"])["torch_compile"] is False
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert _device_defaults(PretrainConfig())["fp16"] is True
-    assert PretrainConfig().loss_chunk_size is None  # the chunked loss is opt-in
+    assert _device_defaults(configs["default"])["fp16"] is True
+    assert configs["default"].loss_chunk_size is None  # the chunked loss is opt-in
 
 
 @pytest.mark.slow
@@ -243,15 +247,42 @@ def test_pack_documents_run(tmp_path):
     assert result.metrics["train_steps"] == 4 and math.isfinite(result.metrics["eval_loss"])
 
 
-def test_recipes_fill_in_only_what_you_did_not_set(tmp_path, monkeypatch):
-    seed = PretrainConfig(recipe="seed", train_split="train", learning_rate=2e-3)
-    assert (seed.train_split, seed.learning_rate) == ("train", 2e-3)  # set explicitly, even to the default value
-    assert (seed.packing, seed.init, seed.per_device_train_batch_size, seed.max_length) == ("truncate", "kaiming", 4, 2048)
-    again = PretrainConfig.from_dict({**dataclasses.asdict(seed), "max_steps": 5})
-    assert (again.train_split, again.learning_rate, again.packing) == ("train", 2e-3, "truncate")
-    with pytest.raises(ValueError, match="Unknown recipe 'slow'"):
-        PretrainConfig(recipe="slow")
+SEED_VALUES = {"learning_rate": 1e-4, "preset": "seed-20m", "packing": "truncate", "per_device_train_batch_size": 4,
+               "lr_scheduler_type": "cosine", "max_length": 2048}
 
+
+def _applies_seed(cfg, **kept):
+    assert cfg.recipe == "seed"
+    for name, value in {**SEED_VALUES, **kept}.items():
+        assert getattr(cfg, name) == value, name
+
+
+def test_recipe_applies_on_every_construction_path(tmp_path, monkeypatch):
+    plain = PretrainConfig(max_steps=5)
+    _applies_seed(PretrainConfig(recipe="seed", max_steps=5), max_steps=5)
+    _applies_seed(dataclasses.replace(plain, recipe="seed"), max_steps=5)
+    _applies_seed(PretrainConfig.from_dict({**dataclasses.asdict(plain), "recipe": "seed"}), max_steps=5)
+    _applies_seed(plain.updated(recipe="seed"), max_steps=5)
+    (tmp_path / "c.yaml").write_text("recipe: seed\nmax_steps: 5\n")
+    _applies_seed(PretrainConfig.from_file(tmp_path / "c.yaml"), max_steps=5)
+    # a resolved recipe config survives a round trip, with the fields you changed
+    seed = PretrainConfig(recipe="seed", learning_rate=3e-4)
+    again = PretrainConfig.from_dict({**seed.to_fields(), "max_steps": 5})
+    assert (again.learning_rate, again.packing, again.max_steps) == (3e-4, "truncate", 5)
+
+    captured = {}
+
+    def capture(cfg, state):
+        captured["cfg"] = cfg
+        raise InterruptedError
+
+    monkeypatch.setattr(tp.train, "_run_folder", capture)
+    with pytest.raises(InterruptedError):
+        tp.pretrain(plain, recipe="seed")
+    _applies_seed(captured["cfg"], max_steps=5)
+
+
+def test_recipe_through_the_cli(tmp_path, monkeypatch):
     import tinypretrain.cli as cli
 
     captured = {}
@@ -263,11 +294,23 @@ def test_recipes_fill_in_only_what_you_did_not_set(tmp_path, monkeypatch):
     monkeypatch.setattr(tp.train, "pretrain", fake_pretrain)
     (tmp_path / "c.yaml").write_text("recipe: fast\nlearning_rate: 0.001\nmax_length: 256\n")
     assert cli.main(["train", str(tmp_path / "c.yaml"), "--max_length", "128", "--train_split", "train"]) == 1
-    cfg = captured["cfg"]
+    cfg = captured.pop("cfg")
     assert (cfg.recipe, cfg.learning_rate, cfg.max_length, cfg.train_split, cfg.preset) == ("fast", 0.001, 128, "train", "seed-20m")
-    captured.clear()
-    assert cli.main(["train", "--recipe", "seed", "--learning_rate", "0.002"]) == 1
-    assert (captured["cfg"].learning_rate, captured["cfg"].packing) == (0.002, "truncate")
+    assert cli.main(["train", "--recipe", "seed", "--learning_rate", "0.003"]) == 1
+    _applies_seed(captured.pop("cfg"), learning_rate=0.003)
+    # a flag wins even when it sets the library default (a merge of what was given, not a comparison of values)
+    assert cli.main(["train", "--recipe", "seed", "--learning_rate", "0.002", "--train_split", "train"]) == 1
+    _applies_seed(captured.pop("cfg"), learning_rate=0.002, train_split="train")
+    # and the resolved config keeps it when pretrain() copies it
+    cfg = PretrainConfig(recipe="seed", learning_rate=3e-4).updated(learning_rate=2e-3, max_steps=3)
+    _applies_seed(cfg, learning_rate=2e-3, max_steps=3)
+
+
+def test_every_recipe_spells_out_its_settings():
+    from tinypretrain.pretrain_config import RECIPES
+
+    assert RECIPES["seed"].keys() == RECIPES["fast"].keys()
+    assert {"learning_rate", "lr_scheduler_type", "warmup_steps", "packing", "max_length", "preset"} <= RECIPES["fast"].keys()
 
 
 @pytest.mark.slow

@@ -9,14 +9,17 @@ from .generate import generate
 from .init import init_model, kaiming_init, normal_init
 from .loss import causal_lm_loss
 from .model import ParameterCount, build_model, count_parameters
+from .pretrain_config import PretrainConfig
 from .tokenizer import load_tokenizer, train_tokenizer
-from .train import PretrainConfig, PretrainResult, TrainingDivergedError, pretrain
+from .train import PretrainResult, pretrain
+from .trainer import PretrainTrainer, TrainingDivergedError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PretrainConfig",
     "PretrainResult",
+    "PretrainTrainer",
     "TrainingDivergedError",
     "causal_lm_loss",
     "evaluate",

@@ -6,16 +6,20 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict
+import traceback
 from pathlib import Path
+
+import torch
 
 from transformers import HfArgumentParser
 
 from . import train as training
-from .train import PretrainConfig, read_config_file
+from .pretrain_config import RECIPES, PretrainConfig, read_config_file, recipe_merged
+from .trainer import TrainingDivergedError
 
-# Errors users cause and can fix (bad input, missing files, divergence): one line, no traceback.
-USER_ERRORS = (ValueError, OSError, RuntimeError)
+# Errors users cause and can fix (bad input, missing files, a full disk, divergence, too big a batch): one line.
+# Anything else is shown with its traceback as a probable bug.
+USER_ERRORS = (ValueError, OSError, TrainingDivergedError, torch.OutOfMemoryError)
 
 
 def _load_model(model_dir: str):
@@ -41,15 +45,17 @@ def _train(argv: list[str]) -> None:
     )
     config_file = argv[0] if argv and not argv[0].startswith("-") else None
     flags = argv[1:] if config_file else argv
-    # Precedence: flags > config file > recipe > defaults. HfArgumentParser passes every field explicitly, so the
-    # recipe and the file become the parser's defaults.
-    recipe = next((flags[i + 1] for i, flag in enumerate(flags[:-1]) if flag == "--recipe"), None)
-    recipe = next((flag.split("=", 1)[1] for flag in flags if flag.startswith("--recipe=")), recipe)
-    base = {**(read_config_file(config_file) if config_file else {}), **({"recipe": recipe} if recipe else {})}
-    if base:
-        resolved = asdict(PretrainConfig.from_dict(base, source=config_file or "--recipe"))
-        parser.set_defaults(**{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in resolved.items()})
-    (cfg,) = parser.parse_args_into_dataclasses(args=flags)
+    # Precedence: flags > config file > recipe > defaults, merged exactly: the recipe's and the file's values become
+    # the parser's defaults, so a flag always wins, even one that sets a field to the library default.
+    from_file = read_config_file(config_file) if config_file else {}
+    recipe = _flag_value(flags, "recipe") or from_file.get("recipe")
+    merged = {**RECIPES.get(recipe, {}), **from_file}
+    if merged:
+        typed = PretrainConfig.from_dict({**merged, "recipe": None}, source=config_file or "--recipe").to_fields()
+        parser.set_defaults(**{k: json.dumps(typed[k]) if isinstance(typed[k], dict) else typed[k] for k in merged})
+        parser.set_defaults(recipe=recipe)
+    with recipe_merged():
+        (cfg,) = parser.parse_args_into_dataclasses(args=flags)
     result = training.pretrain(cfg)
     m = result.metrics
     print(f"\nModel and tokenizer saved to {result.output_dir}")
@@ -58,6 +64,17 @@ def _train(argv: list[str]) -> None:
         f"{m['tokens_seen']:,} tokens at {m['train_tokens_per_s']:,.0f} tok/s | wall {m['wall_time_s']:.0f}s"
     )
     print(f"\n{(result.output_dir / 'samples.md').read_text(encoding='utf-8')}")
+
+
+def _flag_value(flags: list[str], name: str) -> str | None:
+    """The value of ``--name value`` or ``--name=value`` among ``flags`` (the last one wins), else None."""
+    value = None
+    for i, flag in enumerate(flags):
+        if flag == f"--{name}" and i + 1 < len(flags):
+            value = flags[i + 1]
+        elif flag.startswith(f"--{name}="):
+            value = flag.split("=", 1)[1]
+    return value
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -151,4 +168,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tinypretrain: error: {err}", file=sys.stderr)
         print("(run with --debug for the full traceback)", file=sys.stderr)
         return 1
+    except Exception:  # not a mistake of the user's: show everything needed to report it
+        from .artifacts import versions
+
+        traceback.print_exc()
+        print(
+            "tinypretrain: this looks like a bug in tinypretrain; please report it with the traceback above and "
+            f"these versions: {json.dumps(versions())}",
+            file=sys.stderr,
+        )
+        return 2
     return 0

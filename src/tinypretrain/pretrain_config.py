@@ -1,0 +1,368 @@
+"""PretrainConfig: every option of a run, declared once, for Python, the CLI and YAML/JSON files alike.
+
+Like TRL's ``SFTConfig`` it *is* a ``TrainingArguments``: it adds the data, tokenizer and model fields, re-declares
+only the Trainer defaults it changes, and leaves every other Trainer option reachable by its own name.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import types
+import typing
+from contextlib import contextmanager
+from contextvars import ContextVar
+from enum import Enum
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import torch
+from transformers import TrainingArguments
+
+from .config import PRESETS
+
+# Named, complete bundles of settings. A recipe fills every field still at its default, so fields you set win.
+# "seed" is the blog recipe we reproduce (its one bug, the EOS-masking collator, is not copied); "fast" is the seed's
+# model and data with the settings we recommend (benchmarks/RESULTS.md). Each spells out all its settings so that
+# changing a library default never changes a recipe.
+_SEED_DATA = {
+    "dataset": "noanabeshima/TinyStoriesV2",
+    "train_split": "train[:10%]",
+    "eval_split": "validation",
+    "max_eval_samples": None,
+    "tokenizer": "NousResearch/Llama-2-7b-hf",
+    "preset": "seed-20m",
+}
+RECIPES: dict[str, dict[str, Any]] = {
+    "seed": {
+        **_SEED_DATA,
+        "packing": "truncate",
+        "max_length": 2048,
+        "init": "kaiming",
+        "learning_rate": 1e-4,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.0,
+        "weight_decay": 0.0,
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.999,
+        "max_grad_norm": 1.0,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "num_train_epochs": 2.0,
+        "eval_steps": 1000,
+        "save_steps": 1000,
+        "save_total_limit": 2,
+        "logging_steps": 50,
+    },
+    "fast": {
+        **_SEED_DATA,
+        "packing": "pack",
+        "max_length": 512,
+        "init": "kaiming",
+        "learning_rate": 2e-3,
+        "lr_scheduler_type": "constant_with_warmup",
+        "warmup_steps": 0.05,
+        "weight_decay": 0.1,
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.95,
+        "max_grad_norm": 1.0,
+        "per_device_train_batch_size": None,
+        "gradient_accumulation_steps": 1,
+        "num_train_epochs": 1.0,
+        "eval_steps": 0.2,
+        "save_steps": 0.2,
+        "save_total_limit": 2,
+        "logging_steps": 10,
+    },
+}
+
+
+# Set while building a config whose fields already hold the recipe's values (the CLI's exact merge, a copy of a
+# resolved config), so a field deliberately set to its default is not replaced again.
+_RECIPE_MERGED: ContextVar[bool] = ContextVar("recipe_merged", default=False)
+
+
+@contextmanager
+def recipe_merged():
+    """Build configs inside this block without applying their recipe (their fields already hold it)."""
+    token = _RECIPE_MERGED.set(True)
+    try:
+        yield
+    finally:
+        _RECIPE_MERGED.reset(token)
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class PretrainConfig(TrainingArguments):
+    """Everything a run needs: data, tokenizer, model and every ``TrainingArguments`` option.
+
+    Fields left at ``None`` are chosen per device when the run starts (bf16, ``torch.compile`` and a 32k-token
+    step on CUDA; fp32, eager and 8 blocks per step on CPU). ``recipe`` fills every field still at its default.
+    """
+
+    recipe: Literal["seed", "fast"] | None = _help(
+        "'seed' (the blog's exact settings) or 'fast' (its model and data, our settings). A recipe fills every field "
+        "still at its default, so any field you set to another value wins.",
+        default=None,
+    )
+    # data
+    dataset: str | None = _help("Hub name or local path; None = the built-in story generator.", default=None)
+    train_split: str = _help("Training split (slices allowed, e.g. train[:10%%]).", default="train")
+    eval_split: str | None = _help(
+        "Eval split; if the source lacks it, eval_size texts are held out of train.", default="validation"
+    )
+    text_column: str = _help("Column holding the texts.", default="text")
+    max_train_samples: int | None = _help("Use at most this many training texts.", default=None)
+    max_eval_samples: int | None = _help("Evaluate on at most this many texts (None = all).", default=500)
+    eval_size: int = _help("Texts held out for eval when the source has no eval split.", default=500)
+    builtin_stories: int = _help("Stories generated when dataset is None.", default=12000)
+    max_length: int = _help("Block length (packing) or most tokens per story (truncate).", default=256)
+    packing: Literal["pack", "pack_documents", "truncate"] = _help(
+        "'pack' = fixed blocks, no padding; 'pack_documents' = the same, but each text attends only to itself "
+        "(position ids restart at EOS); 'truncate' = the seed's padded stories.",
+        default="pack",
+    )
+    num_proc: int | None = _help("Processes for tokenization (datasets.map).", default=None)
+    streaming: bool = _help(
+        "Stream the corpus instead of caching it (needs a dataset, max_steps and packing).", default=False
+    )
+    # tokenizer
+    tokenizer: str | None = _help("Hub name or path; None = train a byte-level BPE on the data.", default=None)
+    vocab_size: int = _help("Vocabulary of the tokenizer trained when tokenizer is None.", default=4096)
+    # model
+    preset: str = _help("Model shape; see tinypretrain.list_presets().", default="cpu-2m")
+    model_overrides: dict | str | None = _help(
+        "make_llama_config fields as a dict or JSON, e.g. '{\"hidden_size\": 192}'.", default=None
+    )
+    # Kaiming and a constant rate after warmup each beat HF-normal init and cosine decay in equal-step CPU
+    # ablations, and together most (-0.38 nats at 192 steps; benchmarks/RESULTS.md, runs 3-6).
+    init: Literal["kaiming", "normal"] = _help("'kaiming' (the seed's) or 'normal' (HF, std 0.02).", default="kaiming")
+    # run folder and speed levers
+    overwrite_output_dir: bool = _help("Replace an existing run in output_dir.", default=False)
+    avoid_host_syncs: bool = _help(
+        "Count tokens without a per-step GPU->CPU sync and copy batches asynchronously from pinned memory; "
+        "false = Trainer's stock behaviour.",
+        default=True,
+    )
+    loss_chunk_size: int | None = _help(
+        "Compute lm_head+CE in token chunks (saves logits memory, costs a matmul).", default=None
+    )
+    num_samples: int = _help("Stories written to samples.md.", default=4)
+    logging_dir: str | None = _help(
+        "Folder for TensorBoard event files (with report_to tensorboard); None = output_dir/runs/<time>.",
+        default=None,
+    )
+
+    # TrainingArguments whose defaults we change; every other one keeps Trainer's default.
+    output_dir: str | None = _help("Run folder; None = runs/run-<timestamp>.", default=None)
+    num_train_epochs: float = _help("Passes over the training data (max_steps > 0 overrides).", default=1.0)
+    per_device_train_batch_size: int | None = _help(
+        "Blocks per device per step; None = 8 on CPU, 32,768 tokens' worth on CUDA.", default=None
+    )
+    learning_rate: float = _help("Peak learning rate (AdamW).", default=2e-3)
+    lr_scheduler_type: str = _help(
+        "Any Trainer schedule, e.g. 'cosine' (the seed's).", default="constant_with_warmup"
+    )
+    warmup_steps: float = _help("Warmup steps, or a fraction of all steps when < 1.", default=0.05)
+    weight_decay: float = _help("AdamW weight decay.", default=0.1)
+    adam_beta2: float = _help("AdamW beta2.", default=0.95)
+    seed: int = _help("Seed of the data order, the init and sampling.", default=3407)
+    logging_steps: float = _help("Log the training loss every N steps.", default=10)
+    eval_strategy: str = _help("When to evaluate: 'steps' (every eval_steps) or 'no'.", default="steps")
+    eval_steps: float | None = _help("Evaluate every N steps, or a fraction of all steps when < 1.", default=0.2)
+    save_steps: float = _help("Checkpoint every N steps, or a fraction of all steps when < 1.", default=0.2)
+    save_total_limit: int | None = _help("Checkpoints kept (oldest deleted first).", default=2)
+    report_to: None | str | list[str] = _help(
+        "Loggers: 'none', 'tensorboard', 'wandb', ... (see TrainingArguments).", default="none"
+    )
+    bf16: bool | None = _help("bf16 mixed precision; None = on where CUDA supports it.", default=None)
+    torch_compile: bool | None = _help("torch.compile the model; None = on with CUDA, off on CPU.", default=None)
+    logging_nan_inf_filter: bool = _help(
+        "Drop NaN/inf losses from logs. Off, so that pretrain() sees a divergence and stops.", default=False
+    )
+    resume_from_checkpoint: str | None = _help(
+        "A checkpoint path, or true to continue from output_dir's last complete one.", default=None
+    )
+
+    def __post_init__(self) -> None:
+        self._apply_recipe()
+        self.model_overrides = _as_dict(self.model_overrides, "model_overrides")
+        if isinstance(self.resume_from_checkpoint, str):
+            flag = self.resume_from_checkpoint.lower()
+            if flag in ("true", "last"):
+                self.resume_from_checkpoint = True
+            elif flag in ("false", ""):
+                self.resume_from_checkpoint = None
+        problems = self._problems()
+        if problems:
+            raise ValueError("Invalid PretrainConfig: " + "; ".join(problems) + ".")
+        # Set before TrainingArguments creates the process state, so multi-process CPU runs use gloo.
+        self.use_cpu = self.use_cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
+        auto_output_dir = self.output_dir is None
+        super().__post_init__()
+        if auto_output_dir:  # TrainingArguments says "trainer_output"; pretrain() names a fresh run folder instead
+            self.output_dir = None
+
+    def _apply_recipe(self) -> None:
+        if self.recipe is None:
+            return
+        if self.recipe not in RECIPES:
+            raise ValueError(f"Unknown recipe {self.recipe!r}; choose one of {sorted(RECIPES)}.")
+        if _RECIPE_MERGED.get():
+            return
+        defaults = field_defaults()
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) == defaults[name]:
+                setattr(self, name, value)
+
+    def _problems(self) -> list[str]:
+        problems = []
+        for name in ("packing", "init", "recipe"):
+            choices = _choices(name)
+            if getattr(self, name) not in choices:
+                allowed = ", ".join(repr(c) for c in choices if c is not None)
+                problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.preset not in PRESETS:
+            problems.append(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        if self.max_length < 2:
+            problems.append(f"max_length must be >= 2, got {self.max_length}")
+        positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "builtin_stories", "vocab_size")
+        for name in (*positive, "eval_size", "max_train_samples", "max_eval_samples", "num_proc", "loss_chunk_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                problems.append(f"{name} must be >= 1, got {value}")
+        non_negative = ("learning_rate", "weight_decay", "warmup_steps", "num_train_epochs", "max_grad_norm")
+        for name in (*non_negative, "eval_steps", "save_steps", "logging_steps", "num_samples"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                problems.append(f"{name} must be >= 0, got {value}")
+        if self.torch_compile is False and self.torch_compile_mode is not None:
+            problems.append("torch_compile_mode needs torch_compile (leave torch_compile unset or true)")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            problems.append("set num_train_epochs > 0 or max_steps > 0")
+        if self.streaming and (self.max_steps <= 0 or self.packing == "truncate" or self.dataset is None):
+            problems.append("streaming needs a dataset, max_steps > 0 (a stream has no length) and packing")
+        return problems
+
+    def to_fields(self) -> dict[str, Any]:
+        """Every constructor field and its current value, enums as their values (tokens kept, unlike ``to_dict()``)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        return {name: value.value if isinstance(value, Enum) else value for name, value in values.items()}
+
+    def updated(self, **changes: Any) -> PretrainConfig:
+        """A copy with ``changes`` applied, validated like any new config (unknown names are an error). A new
+        ``recipe`` among them fills the fields still at their default; otherwise this config's values stand."""
+        build = lambda: type(self).from_dict({**self.to_fields(), **changes}, source="overrides")  # noqa: E731
+        if changes.get("recipe", self.recipe) != self.recipe:
+            return build()
+        with recipe_merged():
+            return build()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "arguments") -> PretrainConfig:
+        """Build from a mapping: unknown keys are an error listing the valid ones, and text values such as YAML's
+        ``1e-3`` are converted to the field's type (or rejected with the field's name)."""
+        names = {f.name for f in fields(cls) if f.init}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"Unknown PretrainConfig key(s) {unknown} in {source}; see `tinypretrain train --help` for valid keys."
+            )
+        return cls(**{name: coerce(name, value) for name, value in data.items()})
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> PretrainConfig:
+        """Load a YAML or JSON file of fields, then apply ``overrides``."""
+        return cls.from_dict({**read_config_file(path), **overrides}, source=str(path))
+
+
+def field_defaults() -> dict[str, Any]:
+    """Each constructor field's default value."""
+    return {
+        f.name: f.default if f.default is not MISSING else f.default_factory()
+        for f in fields(PretrainConfig)
+        if f.init
+    }
+
+
+@functools.cache
+def _type_hints() -> dict[str, Any]:
+    return typing.get_type_hints(PretrainConfig)
+
+
+def _members(name: str) -> tuple[Any, ...]:
+    hint = _type_hints()[name]
+    return get_args(hint) if get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _choices(name: str) -> tuple[Any, ...]:
+    """The values a Literal field (optionally Optional) allows."""
+    return tuple(v for m in _members(name) for v in (get_args(m) if get_origin(m) is Literal else (None,)))
+
+
+def _scalar_types(name: str) -> tuple[type, ...]:
+    return tuple(a for a in _members(name) if a in (bool, int, float, str))
+
+
+def coerce(name: str, value: Any) -> Any:
+    """``value`` as the type of field ``name`` when it came as text (YAML reads ``1e-3`` as a string)."""
+    kinds = _scalar_types(name)
+    if not isinstance(value, str) or not kinds or str in kinds:
+        return value
+    for kind in kinds:
+        if kind is bool and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        try:
+            if kind is not bool:
+                number = float(value)
+                return int(number) if kind is int and number.is_integer() else kind(value)
+        except ValueError:
+            continue
+    expected = " or ".join(k.__name__ for k in kinds)
+    raise ValueError(f"{name} must be {expected}, got {value!r}.")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping of fields in a YAML or JSON config file (not yet validated)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text) or {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"Cannot read config file {path}: {err}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of PretrainConfig fields, got {type(data).__name__}.")
+    return data
+
+
+def _as_dict(value: dict | str | None, name: str) -> dict:
+    if value is None or isinstance(value, dict):
+        return dict(value or {})
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name} must be a dict or a JSON object string: {err}.") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{name} must be a JSON object, got {value!r}.")
+    return parsed
+
+
+def fields_table() -> str:
+    """The markdown table of the fields PretrainConfig declares (docs/pretrain.md holds it; a test keeps it equal)."""
+    own = [PretrainConfig.__dataclass_fields__[name] for name in PretrainConfig.__annotations__]
+    rows = ["| field | default | meaning |", "|---|---|---|"]
+    for f in own:
+        text = f.metadata["help"].replace("%%", "%").replace("|", "\\|")
+        rows.append(f"| `{f.name}` | `{f.default!r}` | {text} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m tinypretrain.pretrain_config > the table for docs/pretrain.md
+    print(fields_table())

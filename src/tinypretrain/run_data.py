@@ -1,0 +1,112 @@
+"""A run's data, from its config: the train and eval texts, the tokenizer, and the training rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+from datasets import Dataset, IterableDataset
+
+from .corpus import story_dataset
+from .data import load_text_dataset, pack_dataset, pack_stream, tokenize_truncate
+from .pretrain_config import PretrainConfig, field_defaults
+from .tokenizer import load_tokenizer, train_tokenizer
+
+TOKENIZER_SAMPLE = 50_000  # texts a streamed run trains its tokenizer on
+
+
+def load_texts(cfg: PretrainConfig) -> tuple[Dataset | IterableDataset, list[str]]:
+    """The training texts (blank ones dropped) and the eval texts: the eval split if the source has it, else
+    ``eval_size`` texts held out of train; then at most ``max_eval_samples`` non-blank ones."""
+    if cfg.dataset is None:
+        train = story_dataset(cfg.builtin_stories, seed=cfg.seed)
+        seen = set(train["text"])
+        extra = story_dataset(cfg.eval_size * 3, seed=cfg.seed + 1)["text"]
+        held_out = [t for t in dict.fromkeys(extra) if t not in seen][: cfg.eval_size]
+        return train, _eval_texts(held_out, cfg, "the built-in story generator")
+
+    def load(split: str | None) -> Any:
+        return load_text_dataset(cfg.dataset, split=split, text_column=cfg.text_column, streaming=cfg.streaming)
+
+    splits = load(None)
+    train = load(cfg.train_split).filter(lambda b: [bool(t and t.strip()) for t in b[cfg.text_column]], batched=True)
+    if next(iter(train), None) is None:
+        raise ValueError(f"The training split {cfg.train_split!r} of {cfg.dataset} is empty (or only blank texts).")
+    eval_split = cfg.eval_split.split("[")[0] if cfg.eval_split else None
+    if eval_split in splits:
+        held_out = (row[cfg.text_column] for row in load(cfg.eval_split))
+    elif eval_split not in (None, field_defaults()["eval_split"]):
+        raise ValueError(
+            f"eval_split {cfg.eval_split!r} is not a split of {cfg.dataset} (it has {', '.join(splits)}); fix the "
+            "name, or leave eval_split unset to hold out eval_size training texts."
+        )
+    elif cfg.streaming:  # a stream holds out its first texts
+        held_out = [row[cfg.text_column] for row in islice(train, cfg.eval_size)]
+        train = train.skip(cfg.eval_size)
+    elif len(train) < 2:
+        raise ValueError(f"{cfg.dataset} has one training text and no eval split to evaluate on; add data.")
+    else:
+        held = train.train_test_split(test_size=min(cfg.eval_size, max(1, len(train) // 10)), seed=cfg.seed)
+        train, held_out = held["train"], held["test"][cfg.text_column]
+    if cfg.max_train_samples is not None:
+        if cfg.streaming:
+            train = train.take(cfg.max_train_samples)
+        else:
+            train = train.select(range(min(cfg.max_train_samples, len(train))))
+    return train, _eval_texts(held_out, cfg, cfg.dataset)
+
+
+def _eval_texts(texts: Iterable[str], cfg: PretrainConfig, source: str) -> list[str]:
+    nonblank = (t for t in texts if t and t.strip())
+    chosen = list(islice(nonblank, cfg.max_eval_samples))
+    if not chosen:
+        raise ValueError(f"The eval texts of {source} are empty (or only blank); set eval_split or eval_size.")
+    return chosen
+
+
+def make_tokenizer(cfg: PretrainConfig, train_texts: Dataset | IterableDataset, checkpoint: str | None) -> Any:
+    """The configured tokenizer; else the one this run trained (saved with each checkpoint); else a new BPE."""
+    if cfg.tokenizer is not None:
+        return load_tokenizer(cfg.tokenizer)
+    if checkpoint is not None:
+        return load_tokenizer(checkpoint)
+    if cfg.streaming:  # learn the vocabulary from the stream's head
+        train_texts = [row[cfg.text_column] for row in islice(train_texts, TOKENIZER_SAMPLE)]
+    return train_tokenizer(
+        train_texts, vocab_size=cfg.vocab_size, model_max_length=cfg.max_length, text_column=cfg.text_column
+    )
+
+
+def training_rows(cfg: PretrainConfig, train: Dataset | IterableDataset, tokenizer: Any) -> Dataset | IterableDataset:
+    """Tokenized training rows: packed blocks of ``max_length`` (on the fly for streams), or truncated stories."""
+    if cfg.streaming:  # tokenized and packed as Trainer pulls batches
+        kwargs = {"texts": train, "tokenizer": tokenizer, "max_length": cfg.max_length, "text_column": cfg.text_column}
+        return IterableDataset.from_generator(_stream_blocks, gen_kwargs=kwargs)
+    pack = cfg.packing != "truncate"
+    tokenized = train.map(
+        tokenize_truncate,
+        batched=True,
+        num_proc=cfg.num_proc,
+        remove_columns=train.column_names,
+        fn_kwargs={
+            "tokenizer": tokenizer,
+            "max_length": cfg.max_length,
+            "text_column": cfg.text_column,
+            "overflow": "split" if pack else "truncate",
+        },
+        desc="Tokenizing",
+    )
+    # numpy rows: the dataloader fetches a 64x512 batch 2.7x faster than as Python lists (benchmarks/RESULTS.md).
+    return (pack_dataset(tokenized, cfg.max_length) if pack else tokenized).with_format("numpy")
+
+
+def _stream_blocks(texts: IterableDataset, tokenizer: Any, max_length: int, text_column: str) -> Iterator[dict]:
+    batches = (
+        tokenize_truncate(batch, tokenizer, max_length=max_length, text_column=text_column, overflow="split")[
+            "input_ids"
+        ]
+        for batch in texts.iter(batch_size=1000)
+    )
+    for block in pack_stream(batches, max_length):
+        yield {"input_ids": block}

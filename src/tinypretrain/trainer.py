@@ -1,0 +1,155 @@
+"""The Trainer subclass, its callbacks and the checkpoint rules: per-story evaluation, an optional chunked loss,
+sync-free token counting, and checkpoints that are complete, finite and resumable."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .evaluate import evaluate
+from .loss import causal_lm_loss
+
+COMPLETE_MARKER = "tinypretrain_complete"  # written last into a checkpoint; resume trusts only marked ones
+EVAL_METRICS = ("loss", "perplexity", "bits_per_byte")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the weights became NaN/inf."""
+
+
+class PretrainTrainer(Trainer):
+    """Trainer that evaluates per story on the texts of ``eval_dataset``, counts tokens without per-step host syncs,
+    optionally computes the loss in chunks, and writes only complete, finite checkpoints."""
+
+    def __init__(self, *args: Any, loss_chunk_size: int | None = None, **kwargs: Any) -> None:
+        if loss_chunk_size is not None:  # a public hook: Trainer keeps its own num_items_in_batch scaling
+            model = kwargs["model"]
+            kwargs["compute_loss_func"] = lambda outputs, labels, num_items_in_batch=None: _chunked_loss(
+                outputs, labels, num_items_in_batch, model.get_output_embeddings().weight, loss_chunk_size
+            )
+        super().__init__(*args, **kwargs)
+        # Trainer's own token counter calls .item() every step, which stalls the host until the GPU catches up.
+        # Ours counts packed rows from their shape on the host (every slot is a real token) and padded rows on the
+        # device, and reads the total only when logging or saving.
+        self.counts_tokens_itself = self.args.include_num_input_tokens_seen == "no"
+        self._host_tokens, self._device_tokens = 0, None
+        self.add_callback(_CheckpointRules(self))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.counts_tokens_itself and model.training:
+            self._count_tokens(inputs)
+        # Training never needs a KV cache, and without one transformers honours per-document position ids.
+        inputs = {**inputs, "use_cache": False}
+        if self.compute_loss_func is not None:  # the chunked loss works from hidden states, not logits
+            inputs.update(logits_to_keep=1, output_hidden_states=True)
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _count_tokens(self, inputs: dict[str, Any]) -> None:
+        mask = inputs.get("attention_mask")
+        if mask is None:
+            self._host_tokens += inputs["input_ids"].numel()
+        else:
+            real = mask.sum()
+            self._device_tokens = real if self._device_tokens is None else self._device_tokens + real
+
+    def flush_token_count(self) -> None:
+        """Add the tokens counted since the last flush, over all ranks, to ``state`` (a collective: all ranks call)."""
+        if not self.counts_tokens_itself:
+            return
+        local = torch.tensor([self._host_tokens], device=self.args.device)
+        if self._device_tokens is not None:
+            local += self._device_tokens.to(local.device)
+        self.state.num_input_tokens_seen += int(self.accelerator.gather(local).sum())
+        self._host_tokens, self._device_tokens = 0, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        self.flush_token_count()
+        if self.counts_tokens_itself and "loss" in logs:
+            logs = {**logs, "num_input_tokens_seen": self.state.num_input_tokens_seen}
+        super().log(logs, start_time)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Per-story loss, perplexity and bits/byte of the eval texts (Trainer's loop would score packed blocks)."""
+        start = time.perf_counter()
+        texts = (eval_dataset if eval_dataset is not None else self.eval_dataset)["text"]
+        scores = evaluate(self.model, self.processing_class, texts)
+        metrics = {f"{metric_key_prefix}_{name}": scores[name] for name in EVAL_METRICS}
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 4)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+def _chunked_loss(outputs, labels, num_items_in_batch, head_weight, chunk_size) -> torch.Tensor:
+    nats = causal_lm_loss(outputs.hidden_states[-1], head_weight, labels, chunk_size=chunk_size)
+    if num_items_in_batch is None:
+        return nats / (labels[:, 1:] != -100).sum().clamp(min=1)
+    return nats / num_items_in_batch  # as HF's ForCausalLMLoss; Trainer scales for accumulation and devices
+
+
+class _CheckpointRules(TrainerCallback):
+    """Before a save: refuse NaN/inf weights and settle the token count. After it: mark the checkpoint complete."""
+
+    def __init__(self, trainer: PretrainTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if control.should_save:
+            if not all(torch.isfinite(p).all() for p in self.trainer.model.parameters()):
+                raise TrainingDivergedError(
+                    f"Weights became NaN/inf before step {state.global_step}; not saving them over good checkpoints."
+                )
+            self.trainer.flush_token_count()
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            (folder / COMPLETE_MARKER).write_text(str(state.global_step))
+
+
+class DivergenceGuard(TrainerCallback):
+    """Stop at the first logged NaN/inf loss (the config turns Trainer's NaN filter off so we can see it)."""
+
+    def __init__(self) -> None:
+        self.bad_step: int | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.bad_step = state.global_step
+            control.should_training_stop = True
+            control.should_save = False
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` that finished saving (half-written ones are ignored)."""
+    found = []
+    for path in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", path.name)
+        if match and (path / COMPLETE_MARKER).exists():
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+def check_checkpoint(checkpoint: Path) -> None:
+    """Fail early, with the fix, on a checkpoint Trainer could not load (rather than deep inside train())."""
+    from safetensors import SafetensorError, safe_open
+
+    hint = "Delete it to resume from an earlier checkpoint, or start without resume_from_checkpoint."
+    for name in ("trainer_state.json", "model.safetensors", "optimizer.pt"):
+        if not (checkpoint / name).exists():
+            raise ValueError(f"{checkpoint} is not a usable checkpoint: {name} is missing. {hint}")
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        with safe_open(checkpoint / "model.safetensors", framework="pt") as weights:
+            next(iter(weights.keys()))
+    except (json.JSONDecodeError, SafetensorError, StopIteration, OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{checkpoint} is corrupt ({type(err).__name__}: {err}). {hint}") from None
