@@ -38,7 +38,9 @@ def recording(fn):
 train.causal_collator = recording_collator
 artifacts.atomic_write_text = recording(artifacts.atomic_write_text)
 artifacts.atomic_write_json = recording(artifacts.atomic_write_json)
-artifacts.plot_losses = recording(artifacts.plot_losses)
+artifacts.plot_losses = (lambda plot: lambda history, path: (written.append(path.name), plot(history, path)))(
+    artifacts.plot_losses
+)
 
 result = train.pretrain(
     output_dir=str(out), max_steps=6, builtin_stories=400, max_eval_samples=16, eval_size=16, vocab_size=300,

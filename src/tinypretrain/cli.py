@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 
 from transformers import HfArgumentParser
 
@@ -57,6 +58,8 @@ def _train(argv: list[str]) -> None:
     with recipe_merged():
         (cfg,) = parser.parse_args_into_dataclasses(args=flags)
     result = training.pretrain(cfg)
+    if not PartialState().is_main_process:  # under torchrun/accelerate, rank 0 reports
+        return
     m = result.metrics
     print(f"\nModel and tokenizer saved to {result.output_dir}")
     print(
