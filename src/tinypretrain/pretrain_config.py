@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 import torch
 from transformers import TrainingArguments
 
+from .budget import TIME_SCHEDULES, parse_duration
 from .config import PRESETS
 
 # Named, complete bundles of settings. A recipe fills every field still at its default, so fields you set win.
@@ -153,6 +154,16 @@ class PretrainConfig(TrainingArguments):
         "Compute lm_head+CE in token chunks (saves logits memory, costs a matmul).", default=None
     )
     num_samples: int = _help("Stories written to samples.md.", default=4)
+    max_time: str | None = _help(
+        "Training-time budget: seconds or a duration such as '90s', '10m', '2h'. Training stops at the deadline (or at "
+        "max_steps, if set and reached first); the learning rate, warmup, evaluations and saves follow the clock.",
+        default=None,
+    )
+    decay_fraction: float = _help(
+        "With lr_scheduler_type='warmup_stable_decay': the final fraction of the run (of its time with max_time, "
+        "else of its steps) over which the rate decays linearly to 0.",
+        default=0.2,
+    )
     logging_dir: str | None = _help(
         "Folder for TensorBoard event files (with report_to tensorboard); None = output_dir/runs/<time>.",
         default=None,
@@ -241,9 +252,18 @@ class PretrainConfig(TrainingArguments):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 problems.append(f"{name} must be >= 0, got {value}")
+        if self.max_time is not None:
+            try:
+                parse_duration(self.max_time)
+            except ValueError as err:
+                problems.append(str(err))
+            if self.lr_scheduler_type not in TIME_SCHEDULES:
+                problems.append(f"with max_time, lr_scheduler_type must be one of {', '.join(TIME_SCHEDULES)}")
+        if not 0 <= self.decay_fraction <= 1:
+            problems.append(f"decay_fraction must be between 0 and 1, got {self.decay_fraction}")
         if self.torch_compile is False and self.torch_compile_mode is not None:
             problems.append("torch_compile_mode needs torch_compile (leave torch_compile unset or true)")
-        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+        if self.max_steps <= 0 and self.num_train_epochs <= 0 and self.max_time is None:
             problems.append("set num_train_epochs > 0 or max_steps > 0")
         if self.streaming and (self.max_steps <= 0 or self.packing == "truncate" or self.dataset is None):
             problems.append("streaming needs a dataset, max_steps > 0 (a stream has no length) and packing")

@@ -21,6 +21,7 @@ from datasets import Dataset
 from transformers import LlamaConfig, PreTrainedModel, TrainerCallback
 
 from .artifacts import save_final, write_run_record, write_samples
+from .budget import TimeBudget, TrainingClock, parse_duration
 from .collate import causal_collator
 from .config import DEFAULT_CONTEXT, PRESETS, make_llama_config
 from .model import build_model, count_parameters
@@ -31,6 +32,7 @@ from .trainer import (
     PretrainTrainer,
     TrainingDivergedError,
     check_checkpoint,
+    checkpoint_train_seconds,
     last_complete_checkpoint,
 )
 
@@ -40,6 +42,7 @@ logger = logging.getLogger("tinypretrain")
 # the GPU waiting on Python); on CPU, 8 blocks per step reached the seed's loss fastest.
 CUDA_TOKENS_PER_STEP = 32_768
 CPU_BLOCKS_PER_STEP = 8
+UNBOUNDED_STEPS = 10**9  # a time-budgeted run's step limit: the clock stops it first
 
 
 @dataclass
@@ -82,8 +85,11 @@ def pretrain(
     if state.is_main_process:
         logger.info("Model:\n%s", count_parameters(model))
 
-    args = cfg.updated(output_dir=str(out), **device_training_args(cfg))
-    guard = DivergenceGuard()
+    args = cfg.updated(output_dir=str(out), **device_training_args(cfg), **_budget_training_args(cfg))
+    guard, clock = DivergenceGuard(), TrainingClock()
+    if checkpoint is not None:  # a budget counts the time earlier processes of this run already spent
+        clock.spent_before = checkpoint_train_seconds(checkpoint)
+    run_callbacks = [guard, *_time_budget(cfg, clock), *(callbacks or [])]
     with _tensorboard_dir(cfg.logging_dir):
         trainer = PretrainTrainer(
             model=model,
@@ -95,8 +101,10 @@ def pretrain(
                 document_eos_token_id=tokenizer.eos_token_id if cfg.packing == "pack_documents" else None,
             ),
             processing_class=tokenizer,
-            callbacks=[guard, *(callbacks or [])],
+            callbacks=run_callbacks,
             loss_chunk_size=cfg.loss_chunk_size,
+            clock=clock,
+            budget_s=parse_duration(cfg.max_time) if cfg.max_time is not None else None,
         )
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     if guard.bad_step is not None:
@@ -126,6 +134,7 @@ def pretrain(
         "tokens_seen": tokens,
         "train_tokens_per_s": tokens / runtime if runtime else 0.0,
         "train_runtime_s": runtime,
+        "train_seconds": clock.seconds(),
         "wall_time_s": time.perf_counter() - wall_start,
         "peak_memory_mb": _peak_memory_mb(),
         "parameters": count_parameters(model).total,
@@ -154,6 +163,30 @@ def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
         "accelerator_config": accelerator_config,
         "include_num_input_tokens_seen": "no" if cfg.avoid_host_syncs else "non_padding",
     }
+
+
+def _time_fraction(every: float | None) -> float | None:
+    return every if every is not None and 0 < every < 1 else None
+
+
+def _budget_training_args(cfg: PretrainConfig) -> dict[str, Any]:
+    """With max_time, the clock ends training (max_steps only if set) and fractional eval/save points are fractions
+    of the time, so Trainer's step-based ones are turned off."""
+    if cfg.max_time is None:
+        return {}
+    args: dict[str, Any] = {"max_steps": cfg.max_steps if cfg.max_steps > 0 else UNBOUNDED_STEPS}
+    if _time_fraction(cfg.eval_steps):
+        args["eval_strategy"] = "no"
+    if _time_fraction(cfg.save_steps):
+        args["save_strategy"] = "no"
+    return args
+
+
+def _time_budget(cfg: PretrainConfig, clock: TrainingClock) -> list[TimeBudget]:
+    if cfg.max_time is None:
+        return []
+    budget_s = parse_duration(cfg.max_time)
+    return [TimeBudget(clock, budget_s, _time_fraction(cfg.eval_steps), _time_fraction(cfg.save_steps))]
 
 
 def _run_folder(cfg: PretrainConfig, state: PartialState) -> Path:

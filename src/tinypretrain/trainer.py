@@ -14,6 +14,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .budget import TrainingClock, schedule_factor
 from .evaluate import evaluate
 from .loss import causal_lm_loss
 
@@ -29,7 +30,14 @@ class PretrainTrainer(Trainer):
     """Trainer that evaluates per story on the texts of ``eval_dataset``, counts tokens without per-step host syncs,
     optionally computes the loss in chunks, and writes only complete, finite checkpoints."""
 
-    def __init__(self, *args: Any, loss_chunk_size: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        loss_chunk_size: int | None = None,
+        clock: TrainingClock | None = None,
+        budget_s: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         if loss_chunk_size is not None:  # a public hook: Trainer keeps its own num_items_in_batch scaling
             model = kwargs["model"]
             kwargs["compute_loss_func"] = lambda outputs, labels, num_items_in_batch=None: _chunked_loss(
@@ -41,7 +49,31 @@ class PretrainTrainer(Trainer):
         # device, and reads the total only when logging or saving.
         self.counts_tokens_itself = self.args.include_num_input_tokens_seen == "no"
         self._host_tokens, self._device_tokens = 0, None
+        self.clock, self.budget_s = clock or TrainingClock(), budget_s
         self.add_callback(_CheckpointRules(self))
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """With a time budget, the rate follows the clock (transformers' schedules count steps); a step-based
+        warmup-stable-decay gets its decay length from ``decay_fraction``."""
+        args = self.args
+        if self.lr_scheduler is None and self.budget_s is not None:
+            warmup = args.warmup_steps
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer or self.optimizer,
+                lambda step: min(1.0, step / warmup if warmup >= 1 else 1.0)
+                * schedule_factor(
+                    args.lr_scheduler_type,
+                    self.clock.seconds() / self.budget_s,
+                    warmup if warmup < 1 else 0.0,
+                    args.decay_fraction,
+                ),
+            )
+        elif args.lr_scheduler_type == "warmup_stable_decay" and "num_decay_steps" not in args.lr_scheduler_kwargs:
+            args.lr_scheduler_kwargs = {
+                **args.lr_scheduler_kwargs,
+                "num_decay_steps": round(args.decay_fraction * num_training_steps),
+            }
+        return super().create_scheduler(num_training_steps, optimizer)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.counts_tokens_itself and model.training:
@@ -96,10 +128,14 @@ def _chunked_loss(outputs, labels, num_items_in_batch, head_weight, chunk_size) 
 
 
 class _CheckpointRules(TrainerCallback):
-    """Before a save: refuse NaN/inf weights and settle the token count. After it: mark the checkpoint complete."""
+    """Start the training clock. Before a save: refuse NaN/inf weights and settle the token count. After it: mark the
+    checkpoint complete, with the clock's reading."""
 
     def __init__(self, trainer: PretrainTrainer) -> None:
         self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.clock.start()
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if control.should_save:
@@ -112,7 +148,8 @@ class _CheckpointRules(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if args.should_save:
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            (folder / COMPLETE_MARKER).write_text(str(state.global_step))
+            marker = {"step": state.global_step, "train_seconds": self.trainer.clock.seconds()}
+            (folder / COMPLETE_MARKER).write_text(json.dumps(marker))
 
 
 class DivergenceGuard(TrainerCallback):
@@ -137,6 +174,15 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
         if match and (path / COMPLETE_MARKER).exists():
             found.append((int(match.group(1)), path))
     return max(found)[1] if found else None
+
+
+def checkpoint_train_seconds(checkpoint: str | Path) -> float:
+    """Training-loop seconds spent up to ``checkpoint`` (0 for checkpoints of older versions, which kept no clock)."""
+    text = (Path(checkpoint) / COMPLETE_MARKER).read_text()
+    try:
+        return float(json.loads(text).get("train_seconds", 0.0))
+    except (json.JSONDecodeError, AttributeError):
+        return 0.0
 
 
 def check_checkpoint(checkpoint: Path) -> None:

@@ -1,0 +1,82 @@
+"""Time budgets: ``max_time`` in seconds, a training clock that survives resume, a learning-rate schedule that ends at
+the deadline, and the callback that evaluates, saves and stops by the clock."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+from transformers import TrainerCallback
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+# Shapes of the rate after warmup, as a function of the fraction of the budget spent. transformers' schedulers
+# count steps, and a time budget has no step count, hence these.
+TIME_SCHEDULES = ("constant_with_warmup", "constant", "linear", "cosine", "warmup_stable_decay")
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds in ``value``: a number of seconds, or a number with a unit, as in ``"90s"``, ``"10m"``, ``"2h"``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"max_time must be a positive number of seconds or a duration like '90s', '10m', '2h'; got {value!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+class TrainingClock:
+    """Seconds spent in the training loop, this process plus what earlier (resumed) processes spent."""
+
+    def __init__(self) -> None:
+        self.spent_before = 0.0
+        self._started: float | None = None
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+
+    def seconds(self) -> float:
+        return self.spent_before + (time.monotonic() - self._started if self._started is not None else 0.0)
+
+
+def schedule_factor(kind: str, progress: float, warmup: float, decay_fraction: float) -> float:
+    """The multiplier of the peak rate once ``progress`` (0..1) of the budget is spent, after a linear warmup over
+    the first ``warmup`` of it. ``warmup_stable_decay`` holds the peak, then decays linearly to 0 over the last
+    ``decay_fraction``."""
+    progress = min(max(progress, 0.0), 1.0)
+    if warmup > 0 and progress < warmup:
+        return progress / warmup
+    if kind == "linear":
+        return 1.0 - progress
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if kind == "warmup_stable_decay" and decay_fraction > 0:
+        return min(1.0, (1.0 - progress) / decay_fraction)
+    return 1.0
+
+
+class TimeBudget(TrainerCallback):
+    """Stop (and checkpoint) once the clock reaches ``budget_s``; evaluate and save every ``eval_every`` /
+    ``save_every`` fraction of the budget. All ranks act on rank 0's clock, so they stop at the same step."""
+
+    def __init__(self, clock: TrainingClock, budget_s: float, eval_every: float | None, save_every: float | None):
+        self.clock, self.budget_s = clock, budget_s
+        self.eval_every, self.save_every = eval_every, save_every
+        self._last_seconds = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_seconds = self.clock.spent_before
+
+    def on_step_end(self, args, state, control, **kwargs):
+        seconds = self.clock.seconds()
+        if PartialState().num_processes > 1:
+            seconds = broadcast_object_list([seconds], from_process=0)[0]
+        before, now = self._last_seconds / self.budget_s, seconds / self.budget_s
+        self._last_seconds = seconds
+        if self.eval_every and math.floor(now / self.eval_every) > math.floor(before / self.eval_every):
+            control.should_evaluate = True
+        if self.save_every and math.floor(now / self.save_every) > math.floor(before / self.save_every):
+            control.should_save = True
+        if now >= 1.0:
+            control.should_training_stop = True
+            control.should_save = True

@@ -1,0 +1,73 @@
+"""max_time: parsing, the time-based schedule, stopping at the deadline, and resume keeping the time spent."""
+
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinypretrain as tp
+from tinypretrain.budget import TIME_SCHEDULES, parse_duration, schedule_factor
+
+TINY = {"builtin_stories": 300, "max_length": 32, "vocab_size": 300, "max_eval_samples": 8, "eval_size": 8,
+        "num_samples": 0, "per_device_train_batch_size": 4, "logging_steps": 1,
+        "model_overrides": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                            "num_key_value_heads": 1}}
+
+
+@given(st.floats(0.01, 1e5), st.sampled_from(["", "s", "m", "h"]))
+def test_durations(number, unit):
+    text = f"{number:.3f}{unit}"
+    assert parse_duration(text) == pytest.approx(float(f"{number:.3f}") * {"": 1, "s": 1, "m": 60, "h": 3600}[unit])
+
+
+@pytest.mark.parametrize("bad", ["", "ten", "5 minutes", "-3", "0", "3d", "1h30m"])
+def test_bad_durations_name_the_format(bad):
+    with pytest.raises(ValueError, match="max_time must be a positive number of seconds or a duration like '90s'"):
+        parse_duration(bad)
+    with pytest.raises(ValueError, match="max_time must be"):
+        tp.PretrainConfig(max_time=bad)
+
+
+@given(st.sampled_from(TIME_SCHEDULES), st.floats(0, 0.5), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1))
+def test_schedule_shapes(kind, warmup, decay, p, q):
+    lo, hi = sorted((p, q))
+    f = lambda x: schedule_factor(kind, x, warmup, decay)  # noqa: E731
+    assert 0.0 <= f(lo) <= 1.0
+    if lo >= warmup:  # after warmup the rate never rises
+        assert f(hi) <= f(lo) + 1e-12
+    if kind in ("linear", "cosine") or (kind == "warmup_stable_decay" and decay > 0):
+        assert f(1.0) == pytest.approx(0.0, abs=1e-12)  # the end value, reached at the deadline
+    if kind == "warmup_stable_decay" and warmup <= lo <= 1 - decay:
+        assert f(lo) == 1.0  # stable phase at the peak
+
+
+def _history(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_deadline_stops_training_and_the_rate_ends_at_zero(tmp_path):
+    result = tp.pretrain(output_dir=str(tmp_path / "run"), max_time="3s", lr_scheduler_type="warmup_stable_decay",
+                         decay_fraction=0.5, **TINY)
+    spent = result.metrics["train_seconds"]
+    assert 3.0 <= spent < 6.0
+    rates = [h["learning_rate"] for h in _history(result.output_dir) if "learning_rate" in h]
+    # the peak is reached, and the last step runs within a step of the end value (0), which it reaches at the deadline
+    assert max(rates) == pytest.approx(2e-3, rel=0.05) and rates[-1] < 0.01 * 2e-3
+    info = json.loads((result.output_dir / "run.json").read_text())
+    assert info["config"]["max_time"] == "3s"
+    steps = result.metrics["train_steps"]
+    assert (result.output_dir / f"checkpoint-{steps}").exists()  # saved at the deadline, resumable
+    evals = [h for h in _history(result.output_dir) if "eval_loss" in h]
+    assert len(evals) >= 4 and evals[-1]["step"] == steps  # every 0.2 of the time, and once at the end
+
+
+def test_resume_counts_the_time_already_spent(tmp_path):
+    out = tmp_path / "run"
+    first = tp.pretrain(output_dir=str(out), max_time="2s", **TINY)
+    assert 2.0 <= first.metrics["train_seconds"] < 4.0
+    resumed = tp.pretrain(output_dir=str(out), max_time="4s", resume_from_checkpoint="true", **TINY)
+    assert 4.0 <= resumed.metrics["train_seconds"] < 6.5  # 2 s before the resume + about 2 s after it
+    assert resumed.metrics["train_steps"] > first.metrics["train_steps"]
+    assert math.isfinite(resumed.metrics["eval_loss"])
