@@ -152,19 +152,13 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     """``"name:field=value,field=value"`` -> (name, PretrainConfig overrides), values typed by the field."""
+    from tinypretrain.pretrain_config import coerce, field_defaults
+
     name, _, assignments = spec.partition(":")
     overrides: dict[str, Any] = {}
     for item in filter(None, assignments.split(",")):
         key, _, value = item.partition("=")
-        if key not in tp.PretrainConfig.__dataclass_fields__:
+        if key not in field_defaults():
             raise SystemExit(f"Unknown PretrainConfig field {key!r} in --variant {spec!r}.")
-        kind = str(tp.PretrainConfig.__dataclass_fields__[key].type)
-        if value.lower() in ("true", "false") and "bool" in kind:
-            overrides[key] = value.lower() == "true"
-        elif "float" in kind:
-            overrides[key] = float(value)
-        elif "int" in kind:
-            overrides[key] = int(value)
-        else:
-            overrides[key] = value
+        overrides[key] = coerce(key, value)
     return name, overrides

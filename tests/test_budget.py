@@ -71,3 +71,21 @@ def test_resume_counts_the_time_already_spent(tmp_path):
     assert 4.0 <= resumed.metrics["train_seconds"] < 6.5  # 2 s before the resume + about 2 s after it
     assert resumed.metrics["train_steps"] > first.metrics["train_steps"]
     assert math.isfinite(resumed.metrics["eval_loss"])
+
+
+def test_clock_stops_while_paused_and_nests(monkeypatch):
+    from tinypretrain.budget import TrainingClock
+
+    now = [100.0]
+    monkeypatch.setattr("tinypretrain.budget.time.monotonic", lambda: now[0])
+    clock = TrainingClock()
+    clock.spent_before = 5.0
+    clock.start()
+    now[0] += 2
+    clock.pause()  # a checkpoint
+    with clock.paused():  # an evaluation inside it
+        now[0] += 10
+    now[0] += 3  # still saving
+    clock.resume()
+    now[0] += 1
+    assert clock.seconds() == 5.0 + 2 + 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
@@ -26,17 +28,41 @@ def parse_duration(value: str | float | int) -> float:
 
 
 class TrainingClock:
-    """Seconds spent in the training loop, this process plus what earlier (resumed) processes spent."""
+    """Seconds spent training (steps, not evaluations or checkpoint saves), in this process plus what earlier
+    (resumed) processes of the run spent."""
 
     def __init__(self) -> None:
         self.spent_before = 0.0
         self._started: float | None = None
+        self._paused_at: float | None = None
+        self._pauses = 0  # nested: an evaluation inside a checkpoint's pause keeps the clock stopped
 
     def start(self) -> None:
-        self._started = time.monotonic()
+        self._started, self._paused_at, self._pauses = time.monotonic(), None, 0
+
+    def pause(self) -> None:
+        self._pauses += 1
+        if self._started is not None and self._paused_at is None:
+            self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        self._pauses = max(0, self._pauses - 1)
+        if self._pauses == 0 and self._paused_at is not None:
+            self._started += time.monotonic() - self._paused_at
+            self._paused_at = None
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
 
     def seconds(self) -> float:
-        return self.spent_before + (time.monotonic() - self._started if self._started is not None else 0.0)
+        if self._started is None:
+            return self.spent_before
+        return self.spent_before + (self._paused_at or time.monotonic()) - self._started
 
 
 def schedule_factor(kind: str, progress: float, warmup: float, decay_fraction: float) -> float:

@@ -112,7 +112,8 @@ class PretrainTrainer(Trainer):
         """Per-story loss, perplexity and bits/byte of the eval texts (Trainer's loop would score packed blocks)."""
         start = time.perf_counter()
         texts = (eval_dataset if eval_dataset is not None else self.eval_dataset)["text"]
-        scores = evaluate(self.model, self.processing_class, texts)
+        with self.clock.paused():  # a time budget buys training steps, not evaluations
+            scores = evaluate(self.model, self.processing_class, texts)
         metrics = {f"{metric_key_prefix}_{name}": scores[name] for name in EVAL_METRICS}
         metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 4)
         self.log(metrics)
@@ -139,6 +140,7 @@ class _CheckpointRules(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if control.should_save:
+            self.trainer.clock.pause()  # until the checkpoint is written (on_save): saves are not training time
             if not all(torch.isfinite(p).all() for p in self.trainer.model.parameters()):
                 raise TrainingDivergedError(
                     f"Weights became NaN/inf before step {state.global_step}; not saving them over good checkpoints."
@@ -150,6 +152,7 @@ class _CheckpointRules(TrainerCallback):
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             marker = {"step": state.global_step, "train_seconds": self.trainer.clock.seconds()}
             (folder / COMPLETE_MARKER).write_text(json.dumps(marker))
+        self.trainer.clock.resume()  # paused in on_step_end
 
 
 class DivergenceGuard(TrainerCallback):
