@@ -10,7 +10,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "pretrain.md"
 def test_field_table_matches_the_code():
     assert fields_table() in DOC.read_text(encoding="utf-8"), (
         "docs/pretrain.md's field table differs from PretrainConfig: regenerate it with "
-        "`python -m tinypretrain.pretrain_config` and paste it between the markers."
+        "`python -m tinypretrain.pretrain_config docs/pretrain.md`."
     )
 
 

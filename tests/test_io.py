@@ -25,8 +25,19 @@ def test_atomic_dir_keeps_the_old_folder_when_writing_fails(tmp_path):
         with atomic_dir(target) as tmp:
             (tmp / "b.txt").write_text("half")
             raise RuntimeError("killed mid-save")
-    assert [p.name for p in target.iterdir()] == ["a.txt"]
+    assert sorted(p.name for p in target.iterdir()) == [".tinypretrain", "a.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["tok"]
     with atomic_dir(target) as tmp:
         (tmp / "c.txt").write_text("2")
-    assert [p.name for p in target.iterdir()] == ["c.txt"]
+    assert sorted(p.name for p in target.iterdir()) == [".tinypretrain", "c.txt"]
+
+
+def test_atomic_dir_never_replaces_what_it_did_not_write(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep")
+    (tmp_path / "file").write_text("keep")
+    for target, message in ((tmp_path / "notes", "did not write \\(mine.txt\\)"), (tmp_path / "file", "existing file")):
+        with pytest.raises(ValueError, match=message):
+            with atomic_dir(target) as tmp:
+                (tmp / "x").write_text("new")
+    assert (tmp_path / "notes" / "mine.txt").read_text() == (tmp_path / "file").read_text() == "keep"

@@ -272,11 +272,11 @@ def test_recipe_applies_on_every_construction_path(tmp_path, monkeypatch):
 
     captured = {}
 
-    def capture(cfg, state):
+    def capture(cfg, *rest):
         captured["cfg"] = cfg
         raise InterruptedError
 
-    monkeypatch.setattr(tp.train, "_run_folder", capture)
+    monkeypatch.setattr(tp.train, "_run", capture)
     with pytest.raises(InterruptedError):
         tp.pretrain(plain, recipe="seed")
     _applies_seed(captured["cfg"], max_steps=5)

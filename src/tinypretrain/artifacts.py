@@ -59,10 +59,18 @@ def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("nats / token")
     ax.grid(alpha=0.3)
     ax.legend()
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure as a PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as tmp:
         fig.savefig(tmp.name, dpi=100)
     plt.close(fig)
+    os.chmod(tmp.name, 0o644)
     os.replace(tmp.name, path)
 
 

@@ -1,10 +1,11 @@
-"""Time budgets: ``max_time`` in seconds, a training clock that survives resume, a learning-rate schedule that ends at
-the deadline, and the callback that evaluates, saves and stops by the clock."""
+"""When training stops: ``max_time`` budgets (a clock that survives resume, a learning-rate schedule that ends at the
+deadline, evaluations and saves by the clock) and preemption (SIGTERM/SIGINT end the step, checkpoint and stop)."""
 
 from __future__ import annotations
 
 import math
 import re
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,9 +95,7 @@ class TimeBudget(TrainerCallback):
         self._last_seconds = self.clock.spent_before
 
     def on_step_end(self, args, state, control, **kwargs):
-        seconds = self.clock.seconds()
-        if PartialState().num_processes > 1:
-            seconds = broadcast_object_list([seconds], from_process=0)[0]
+        seconds = rank0_value(self.clock.seconds())
         before, now = self._last_seconds / self.budget_s, seconds / self.budget_s
         self._last_seconds = seconds
         if self.eval_every and math.floor(now / self.eval_every) > math.floor(before / self.eval_every):
@@ -106,3 +105,47 @@ class TimeBudget(TrainerCallback):
         if now >= 1.0:
             control.should_training_stop = True
             control.should_save = True
+
+
+def rank0_value(value):
+    """Rank 0's ``value`` on every rank (one small broadcast; free in a single process), so ranks decide alike."""
+    if PartialState().num_processes > 1:
+        return broadcast_object_list([value], from_process=0)[0]
+    return value
+
+
+class TrainingInterrupted(Exception):
+    """A signal stopped the run after a complete checkpoint; resuming continues it exactly."""
+
+    def __init__(self, signal_name: str, step: int, exit_code: int) -> None:
+        super().__init__(f"stopped by {signal_name} at step {step}; resume with --resume_from_checkpoint true")
+        self.exit_code = exit_code
+
+
+class StopOnSignal(TrainerCallback):
+    """While installed, SIGTERM (how clusters and spot instances stop jobs) and SIGINT (Ctrl-C) let the current step
+    finish, then save a checkpoint and stop training; ``received`` names the signal."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self._previous: dict[int, object] = {}
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        self.received = signal.Signals(signum)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if rank0_value(self.received is not None):  # every rank stops at rank 0's step
+            self.received = self.received or signal.SIGTERM
+            control.should_save = True
+            control.should_training_stop = True

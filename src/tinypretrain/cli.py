@@ -16,6 +16,7 @@ from transformers import HfArgumentParser
 
 from . import train as training
 from .pretrain_config import RECIPES, PretrainConfig, read_config_file, recipe_merged
+from .budget import TrainingInterrupted
 from .trainer import TrainingDivergedError
 
 # Errors users cause and can fix (bad input, missing files, a full disk, divergence, too big a batch): one line.
@@ -35,15 +36,9 @@ def _load_model(model_dir: str):
     return model, load_tokenizer(model_dir)
 
 
-def _train(argv: list[str]) -> None:
-    parser = HfArgumentParser(
-        PretrainConfig,
-        prog="tinypretrain train",
-        description=(
-            "Pretrain a tiny LLaMA. With no arguments: the built-in story corpus, a CPU-sized model, a few minutes. "
-            "An optional first argument is a YAML/JSON file of these fields; flags override it."
-        ),
-    )
+def _config_from_argv(argv: list[str], prog: str, description: str) -> PretrainConfig:
+    """A PretrainConfig from ``[config.yaml] [--field value ...]``."""
+    parser = HfArgumentParser(PretrainConfig, prog=prog, description=description)
     config_file = argv[0] if argv and not argv[0].startswith("-") else None
     flags = argv[1:] if config_file else argv
     # Precedence: flags > config file > recipe > defaults, merged exactly: the recipe's and the file's values become
@@ -57,6 +52,16 @@ def _train(argv: list[str]) -> None:
         parser.set_defaults(recipe=recipe)
     with recipe_merged():
         (cfg,) = parser.parse_args_into_dataclasses(args=flags)
+    return cfg
+
+
+def _train(argv: list[str]) -> None:
+    cfg = _config_from_argv(
+        argv,
+        "tinypretrain train",
+        "Pretrain a tiny LLaMA. With no arguments: the built-in story corpus, a CPU-sized model, a few minutes. "
+        "An optional first argument is a YAML/JSON file of these fields; flags override it.",
+    )
     result = training.pretrain(cfg)
     if not PartialState().is_main_process:  # under torchrun/accelerate, rank 0 reports
         return
@@ -67,6 +72,17 @@ def _train(argv: list[str]) -> None:
         f"{m['tokens_seen']:,} tokens at {m['train_tokens_per_s']:,.0f} tok/s | wall {m['wall_time_s']:.0f}s"
     )
     print(f"\n{(result.output_dir / 'samples.md').read_text(encoding='utf-8')}")
+
+
+def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
+    from .sweep import sweep
+
+    base = _config_from_argv(rest, "tinypretrain sweep", "Fields shared by every cell of the sweep.")
+    rows = sweep(base, args.output_dir, args.presets, args.budgets, budget_kind=args.budget_kind,
+                 vocab_sizes=args.vocab_sizes, learning_rates=args.learning_rates)
+    if PartialState().is_main_process:
+        print((Path(args.output_dir) / "sweep.md").read_text(encoding="utf-8"))
+        print(f"{len(rows)} cells; table, plot and best-<budget>.yaml in {args.output_dir}")
 
 
 def _flag_value(flags: list[str], name: str) -> str | None:
@@ -124,6 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="Pretrain a model (see `tinypretrain train --help`).", add_help=False)
 
+    sw = sub.add_parser(
+        "sweep",
+        help="Train a grid of shapes under equal time or token budgets; table, plot, best config.",
+        description="Other arguments ([config.yaml] [--field value ...]) set the fields every cell shares.",
+    )
+    sw.add_argument("--presets", nargs="+", required=True, help="Model presets (tinypretrain.list_presets()).")
+    sw.add_argument("--budgets", nargs="+", required=True, help="Times ('60s', '5m') or, with --budget_kind tokens, '5M'.")
+    sw.add_argument("--budget_kind", choices=["time", "tokens"], default="time")
+    sw.add_argument("--vocab_sizes", nargs="+", type=int, help="Tokenizer vocabularies to try (default: vocab_size).")
+    sw.add_argument("--learning_rates", nargs="+", type=float, help="Peak rates to try (default: learning_rate).")
+    sw.add_argument("--output_dir", required=True, help="Folder of the sweep; rerun to resume it.")
+
     gen = sub.add_parser("generate", help="Sample stories from a trained model.")
     gen.add_argument("model_dir")
     gen.add_argument("--prompt", action="append", help="Repeat for a batch; default: one empty prompt (a new story).")
@@ -158,13 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         argv.remove("--debug")
     args, rest = parser.parse_known_args(argv)
-    if args.command != "train" and rest:
+    if args.command not in ("train", "sweep") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     handlers = {"train": lambda: _train(rest), "generate": lambda: _generate(args), "eval": lambda: _eval(args)}
     handlers["tokenizer"] = lambda: _tokenizer_train(args)
+    handlers["sweep"] = lambda: _sweep(args, rest)
     try:
         handlers[args.command]()
+    except TrainingInterrupted as err:
+        print(f"tinypretrain: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("tinypretrain: interrupted before training started; nothing was saved", file=sys.stderr)
+        return 130
     except USER_ERRORS as err:
         if debug:
             raise

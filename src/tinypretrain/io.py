@@ -12,14 +12,32 @@ from pathlib import Path
 from typing import Any
 
 
+OWNED = ".tinypretrain"  # marks a folder atomic_dir wrote, which it may later replace
+
+
+def check_replaceable(target: str | Path) -> None:
+    """Refuse (ValueError) a ``target`` that atomic_dir must not replace: a file, or a non-empty folder it did not
+    write."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"{target} is an existing file; pass a folder path.")
+    if target.is_dir() and any(target.iterdir()) and not (target / OWNED).exists():
+        names = ", ".join(sorted(p.name for p in target.iterdir())[:5])
+        raise ValueError(f"{target} already holds files tinypretrain did not write ({names}); pick an empty or new folder.")
+
+
 @contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``target`` (old contents removed)."""
+    """Yield a temporary sibling directory; on success it replaces ``target``, which must be absent, empty, or an
+    earlier atomic_dir result (``check_replaceable``)."""
     target = Path(target)
+    check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
+        (tmp / OWNED).write_text("written by tinypretrain; it may replace this folder\n")
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")

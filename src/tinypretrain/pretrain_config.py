@@ -22,6 +22,7 @@ from transformers import TrainingArguments
 
 from .budget import TIME_SCHEDULES, parse_duration
 from .config import PRESETS
+from .io import atomic_write_text
 
 # Named, complete bundles of settings. A recipe fills every field still at its default, so fields you set win.
 # "seed" is the blog recipe we reproduce (its one bug, the EOS-masking collator, is not copied); "fast" is the seed's
@@ -154,6 +155,11 @@ class PretrainConfig(TrainingArguments):
         "Compute lm_head+CE in token chunks (saves logits memory, costs a matmul).", default=None
     )
     num_samples: int = _help("Stories written to samples.md.", default=4)
+    muon: bool = _help(
+        "Muon (torch.optim.Muon) for the hidden 2-D matrices and AdamW for embeddings, head and norms, as in the "
+        "modded-nanogpt speedruns; one learning_rate for both. Replaces optim.",
+        default=False,
+    )
     max_time: str | None = _help(
         "Training-time budget: seconds or a duration such as '90s', '10m', '2h'. Training stops at the deadline (or at "
         "max_steps, if set and reached first); the learning rate, warmup, evaluations and saves follow the clock.",
@@ -384,5 +390,15 @@ def fields_table() -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # python -m tinypretrain.pretrain_config > the table for docs/pretrain.md
-    print(fields_table())
+def write_fields_table(doc: str | Path) -> None:
+    """Replace the table between the markers of ``doc`` (docs/pretrain.md) with ``fields_table()``."""
+    start, end = "<!-- fields table: generated -->\n", "\n<!-- end of fields table -->"
+    text = Path(doc).read_text(encoding="utf-8")
+    head, rest = text.split(start, 1)
+    atomic_write_text(doc, head + start + fields_table() + end + rest.split(end, 1)[1])
+
+
+if __name__ == "__main__":  # python -m tinypretrain.pretrain_config docs/pretrain.md
+    import sys
+
+    write_fields_table(sys.argv[1])

@@ -10,6 +10,8 @@ from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from .io import atomic_dir, check_replaceable
+
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 
 
@@ -66,6 +68,8 @@ def train_tokenizer(
     """
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + special tokens).")
+    if save_dir is not None:
+        check_replaceable(save_dir)  # before the training, not after it
     bpe = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -81,8 +85,6 @@ def train_tokenizer(
         tokenizer_object=bpe, model_max_length=model_max_length, padding_side="right", **SPECIAL_TOKENS
     )
     if save_dir is not None:
-        from .io import atomic_dir
-
         with atomic_dir(save_dir) as tmp:
             tokenizer.save_pretrained(tmp)
     return tokenizer

@@ -7,21 +7,20 @@ import functools
 import logging
 import os
 import resource
-import shutil
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import PartialState
-from accelerate.utils import broadcast_object_list
 from datasets import Dataset
 from transformers import LlamaConfig, PreTrainedModel, TrainerCallback
 
 from .artifacts import save_final, write_run_record, write_samples
-from .budget import TimeBudget, TrainingClock, parse_duration
+from . import run_dir
+from .budget import StopOnSignal, TimeBudget, TrainingClock, TrainingInterrupted, parse_duration
 from .collate import causal_collator
 from .config import DEFAULT_CONTEXT, PRESETS, make_llama_config
 from .model import build_model, count_parameters
@@ -72,10 +71,24 @@ def pretrain(
     state = PartialState(cpu=cfg.use_cpu)
     if state.use_distributed:
         _destroy_process_group_at_exit()
-    out = _run_folder(cfg, state)
+    out = run_dir.run_folder(cfg.output_dir, state)
+    with ExitStack() as stack:
+        if state.is_main_process:  # one writer per folder, for the whole run
+            stack.enter_context(run_dir.locked(out))
+        try:
+            return _run(cfg, out, state, callbacks or [], wall_start)
+        except BaseException:
+            if state.is_main_process and last_complete_checkpoint(out) is None:  # nothing of the new run to keep
+                run_dir.undo_replacement(out)
+            raise
+
+
+def _run(
+    cfg: PretrainConfig, out: Path, state: PartialState, callbacks: list[TrainerCallback], wall_start: float
+) -> PretrainResult:
     with state.main_process_first():  # rank 0 checks the folder and fills the datasets cache; the others reuse it
         if state.is_main_process:
-            _prepare_output_dir(cfg, out)
+            run_dir.prepare(out, resume=bool(cfg.resume_from_checkpoint), overwrite=cfg.overwrite_output_dir)
         checkpoint = _resolve_checkpoint(cfg, out)
         train_texts, eval_texts = load_texts(cfg)
         tokenizer = make_tokenizer(cfg, train_texts, checkpoint)
@@ -86,10 +99,9 @@ def pretrain(
         logger.info("Model:\n%s", count_parameters(model))
 
     args = cfg.updated(output_dir=str(out), **device_training_args(cfg), **_budget_training_args(cfg))
-    guard, clock = DivergenceGuard(), TrainingClock()
+    guard, clock, stop_on_signal = DivergenceGuard(), TrainingClock(), StopOnSignal()
     if checkpoint is not None:  # a budget counts the time earlier processes of this run already spent
         clock.spent_before = checkpoint_train_seconds(checkpoint)
-    run_callbacks = [guard, *_time_budget(cfg, clock), *(callbacks or [])]
     with _tensorboard_dir(cfg.logging_dir):
         trainer = PretrainTrainer(
             model=model,
@@ -101,18 +113,22 @@ def pretrain(
                 document_eos_token_id=tokenizer.eos_token_id if cfg.packing == "pack_documents" else None,
             ),
             processing_class=tokenizer,
-            callbacks=run_callbacks,
+            callbacks=[guard, stop_on_signal, *_time_budget(cfg, clock), *callbacks],
             loss_chunk_size=cfg.loss_chunk_size,
             clock=clock,
             budget_s=parse_duration(cfg.max_time) if cfg.max_time is not None else None,
         )
-    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    with stop_on_signal.installed():
+        train_output = trainer.train(resume_from_checkpoint=checkpoint)
     if guard.bad_step is not None:
         raise TrainingDivergedError(
             f"Loss became NaN/inf at step {guard.bad_step}. Lower learning_rate (now {cfg.learning_rate}), keep "
             f"max_grad_norm > 0, use init='normal', or train in fp32 (bf16=false). Last good checkpoint: "
             f"{last_complete_checkpoint(out)}."
         )
+    if stop_on_signal.received is not None:
+        signal_ = stop_on_signal.received
+        raise TrainingInterrupted(signal_.name, trainer.state.global_step, 128 + signal_.value)
 
     history = trainer.state.log_history
     # The evaluation at the last step, unless the schedule already ran it there.
@@ -120,6 +136,8 @@ def pretrain(
     final = final or trainer.evaluate()
     trainer.save_state()
     save_final(trainer, tokenizer, out)
+    if state.is_main_process:
+        run_dir.finish_replacement(out)
     runtime = train_output.metrics.get("train_runtime", 0.0)
     tokens = int(trainer.state.num_input_tokens_seen)
     micro_batch = args.per_device_train_batch_size
@@ -187,29 +205,6 @@ def _time_budget(cfg: PretrainConfig, clock: TrainingClock) -> list[TimeBudget]:
         return []
     budget_s = parse_duration(cfg.max_time)
     return [TimeBudget(clock, budget_s, _time_fraction(cfg.eval_steps), _time_fraction(cfg.save_steps))]
-
-
-def _run_folder(cfg: PretrainConfig, state: PartialState) -> Path:
-    """output_dir, or a new runs/run-<timestamp>; rank 0 names it and every rank uses that name."""
-    name = cfg.output_dir or str(Path("runs") / time.strftime("run-%Y%m%d-%H%M%S"))
-    if state.num_processes > 1:
-        name = broadcast_object_list([name], from_process=0)[0]
-    return Path(name).expanduser()
-
-
-def _prepare_output_dir(cfg: PretrainConfig, out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output_dir {out} is an existing file; pass a directory path.")
-    if cfg.resume_from_checkpoint:
-        return
-    if out.exists() and any(out.iterdir()):
-        if not cfg.overwrite_output_dir:
-            raise ValueError(
-                f"output_dir {out} already holds files (another run?). Pass resume_from_checkpoint=true to continue "
-                "it, overwrite_output_dir=true to replace it, or a new output_dir."
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _resolve_checkpoint(cfg: PretrainConfig, out: Path) -> str | None:

@@ -17,6 +17,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from .budget import TrainingClock, schedule_factor
 from .evaluate import evaluate
 from .loss import causal_lm_loss
+from .optim import MuonWithAdamW
 
 COMPLETE_MARKER = "tinypretrain_complete"  # written last into a checkpoint; resume trusts only marked ones
 EVAL_METRICS = ("loss", "perplexity", "bits_per_byte")
@@ -51,6 +52,15 @@ class PretrainTrainer(Trainer):
         self._host_tokens, self._device_tokens = 0, None
         self.clock, self.budget_s = clock or TrainingClock(), budget_s
         self.add_callback(_CheckpointRules(self))
+
+    def create_optimizer(self, model=None):
+        """With ``muon``, Muon for the hidden matrices and AdamW for the rest; else Trainer's ``optim``."""
+        if self.optimizer is None and self.args.muon:
+            args = self.args
+            self.optimizer = MuonWithAdamW(
+                self.model, args.learning_rate, args.weight_decay, (args.adam_beta1, args.adam_beta2), args.adam_epsilon
+            )
+        return super().create_optimizer(model) if self.optimizer is None else self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """With a time budget, the rate follows the clock (transformers' schedules count steps); a step-based
