@@ -136,3 +136,26 @@ def test_nan_loss_stops_with_the_fix_and_keeps_the_good_checkpoint(tmp_path):
     assert not (tmp_path / "checkpoint-6").exists()
     weights = load_file(tmp_path / "checkpoint-3" / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_full_disk_keeps_the_last_checkpoint_and_names_the_disk(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from transformers import Trainer
+
+    real_save = Trainer._save_checkpoint  # the hook point is only used to inject the failure
+    calls = []
+
+    def filling_disk(self, model, trial):
+        calls.append(self.state.global_step)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, model, trial)
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", filling_disk)
+    out = tmp_path / "run"
+    assert main(["train", *SMALL[:1], "6", *SMALL[2:], "--save_steps", "2", "--output_dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"The disk holding {out.resolve()} is full" in err and "Traceback" not in err
+    assert f"last complete checkpoint is {out}/checkpoint-2" in err
+    assert (out / "checkpoint-2" / "tinypretrain_complete").exists()

@@ -8,7 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinypretrain as tp
-from tinypretrain.budget import TIME_SCHEDULES, parse_duration, schedule_factor
+from tinypretrain.budget import TIME_SCHEDULES, budget_settings, parse_duration, schedule_factor
+
+BUDGET_SETTINGS = budget_settings(on_cpu=True)
 
 TINY = {"builtin_stories": 300, "max_length": 32, "vocab_size": 300, "max_eval_samples": 8, "eval_size": 8,
         "num_samples": 0, "per_device_train_batch_size": 4, "logging_steps": 1,
@@ -48,15 +50,17 @@ def _history(out):
 
 
 def test_deadline_stops_training_and_the_rate_ends_at_zero(tmp_path):
-    result = tp.pretrain(output_dir=str(tmp_path / "run"), max_time="3s", lr_scheduler_type="warmup_stable_decay",
-                         decay_fraction=0.5, **TINY)
+    result = tp.pretrain(output_dir=str(tmp_path / "run"), max_time="3s", decay_fraction=0.5, **TINY)
     spent = result.metrics["train_seconds"]
     assert 3.0 <= spent < 6.0
     rates = [h["learning_rate"] for h in _history(result.output_dir) if "learning_rate" in h]
     # the peak is reached, and the last step runs within a step of the end value (0), which it reaches at the deadline
-    assert max(rates) == pytest.approx(2e-3, rel=0.05) and rates[-1] < 0.01 * 2e-3
-    info = json.loads((result.output_dir / "run.json").read_text())
-    assert info["config"]["max_time"] == "3s"
+    peak = BUDGET_SETTINGS["learning_rate"]
+    assert max(rates) == pytest.approx(peak, rel=0.05) and rates[-1] < 0.01 * peak
+    config = json.loads((result.output_dir / "run.json").read_text())["config"]
+    # the budget's own settings filled the fields left at their defaults; the one given was kept
+    assert (config["max_time"], config["lr_scheduler_type"], config["decay_fraction"]) == (
+        "3s", "warmup_stable_decay", 0.5)
     steps = result.metrics["train_steps"]
     assert (result.output_dir / f"checkpoint-{steps}").exists()  # saved at the deadline, resumable
     evals = [h for h in _history(result.output_dir) if "eval_loss" in h]

@@ -52,3 +52,18 @@ def test_refuses_pickled_weights(tmp_path, capsys):
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
     assert main(["generate", str(tmp_path)]) == 1
     assert "safetensors" in capsys.readouterr().err
+
+
+def test_damaged_weights_are_one_line(tmp_path, capsys):
+    import tinypretrain as tp
+
+    model = tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                num_key_value_heads=1, vocab_size=300))
+    model.save_pretrained(tmp_path)
+    tp.train_tokenizer(tp.generate_stories(50), vocab_size=300).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a copy cut short
+    for command in (["generate", str(tmp_path)], ["eval", str(tmp_path), "--dataset", str(tmp_path / "x.txt")]):
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert f"The weights in {tmp_path} are damaged" in err and "Traceback" not in err

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-from datasets import Dataset, IterableDataset
+from datasets import Dataset, Features, IterableDataset, List, Value
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -105,6 +105,21 @@ def test_pack_dataset_honours_selection(sequences):
     packed = tp.pack_dataset(ds, 2)
     assert packed.column_names == ["input_ids"]
     assert np.array_equal(np.array(packed["input_ids"]), tp.pack_sequences(picked, 2))
+
+
+@settings(max_examples=40, deadline=None)
+@given(sequences=st.lists(st.lists(st.integers(0, 1000), min_size=0, max_size=20), min_size=1, max_size=30),
+       block=st.integers(2, 9), chunk_rows=st.integers(1, 7), eos=st.sampled_from([None, 7]))
+def test_pack_dataset_in_chunks_equals_packing_everything_at_once(sequences, block, chunk_rows, eos):
+    """Chunked packing (bounded memory) carries tokens across chunk edges: same blocks as one whole-column pack."""
+    whole = tp.pack_sequences(sequences, block, eos_token_id=eos)
+    ds = Dataset.from_dict({"input_ids": sequences}, features=Features({"input_ids": List(Value("int64"))}))
+    if len(whole) == 0:
+        with pytest.raises(ValueError, match="Not enough tokens"):
+            tp.pack_dataset(ds, block, eos_token_id=eos, chunk_rows=chunk_rows)
+        return
+    packed = tp.pack_dataset(ds, block, eos_token_id=eos, chunk_rows=chunk_rows)
+    assert np.array_equal(np.array(packed["input_ids"]), whole)
 
 
 def test_pack_dataset_too_small():

@@ -42,7 +42,7 @@ def test_evaluate_truncates_long_texts(model, tokenizer):
     long_text = " ".join(TEXTS * 20)
     scores = tp.evaluate(model, tokenizer, [long_text], max_length=16)
     assert scores["predicted_tokens"] == 15 and scores["bytes"] < len(long_text)
-    with pytest.raises(ValueError, match="at least one text"):
+    with pytest.raises(ValueError, match="at least one non-blank text"):
         tp.evaluate(model, tokenizer, [])
 
 
@@ -75,3 +75,12 @@ def test_generation_stops_at_eos(model, tokenizer):
     finally:
         hook.remove()
     assert out == ["Once", "Tom"]
+
+
+def test_evaluate_refuses_blank_texts_instead_of_scoring_zero(tokenizer):
+    model = tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                num_key_value_heads=1, vocab_size=640))
+    with pytest.raises(ValueError, match="at least one non-blank text"):
+        tp.evaluate(model, tokenizer, ["", "   "])
+    with_blank = tp.evaluate(model, tokenizer, ["Tom ran home.", ""])
+    assert with_blank == tp.evaluate(model, tokenizer, ["Tom ran home."]) and with_blank["loss"] > 0

@@ -307,7 +307,7 @@ def test_recipe_through_the_cli(tmp_path, monkeypatch):
 
 
 def test_every_recipe_spells_out_its_settings():
-    from tinypretrain.pretrain_config import RECIPES
+    from tinypretrain.recipes import RECIPES
 
     assert RECIPES["seed"].keys() == RECIPES["fast"].keys()
     assert {"learning_rate", "lr_scheduler_type", "warmup_steps", "packing", "max_length", "preset"} <= RECIPES["fast"].keys()
@@ -342,3 +342,35 @@ def test_compiled_training_equals_eager(tmp_path):
         assert (counters["frames"]["ok"] > 0) == compiled  # the compiled run really went through dynamo
     assert len(losses[True]) == 4
     assert losses[True] == pytest.approx(losses[False], abs=1e-4)
+
+
+def test_model_override_typos_are_caught_with_a_suggestion():
+    with pytest.raises(ValueError, match="model_overrides key 'hiden_size' is not a model field; did you mean 'hidden_size'"):
+        PretrainConfig(model_overrides={"hiden_size": 64})
+    assert PretrainConfig(model_overrides={"rope_theta": 1e4, "tie_word_embeddings": True}).model_overrides
+
+
+def test_mistyped_local_paths_are_not_hub_names(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(ValueError, match="data/smal does not exist"):
+        tp.load_text_dataset("data/smal")
+    with pytest.raises(ValueError, match="Tokenizer folder data/tok does not exist"):
+        tp.load_tokenizer("data/tok")
+
+
+def test_offline_hub_names_fail_fast_with_what_to_do(monkeypatch):
+    import socket
+    import time
+
+    def no_network(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"dataset 'someone/stories' is a hub name, but the hub .* cannot be reached.*HF_HUB_OFFLINE=1"):
+        tp.load_text_dataset("someone/stories")
+    with pytest.raises(ValueError, match=r"tokenizer 'someone/tok' is a hub name.*--tokenizer PATH"):
+        tp.load_tokenizer("someone/tok")
+    assert time.monotonic() - start < 5

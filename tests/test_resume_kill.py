@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,3 +74,36 @@ def test_corrupt_checkpoint_is_refused_with_the_fix(tmp_path):
     (ckpt / "model.safetensors").write_bytes(os.urandom(64))
     with pytest.raises(ValueError, match=r"checkpoint-5 is corrupt .*Delete it to resume from an earlier checkpoint"):
         tp.pretrain(output_dir=str(tmp_path), max_steps=1, resume_from_checkpoint="true", builtin_stories=50)
+
+
+@pytest.mark.slow
+def test_resume_at_the_edges_and_refused_changes(tmp_path):
+    """A kill during the final save leaves the last checkpoint complete and the final files missing: resuming
+    completes the artifacts without training another step. A resume with another layout is refused."""
+    import json
+    import shutil
+
+    import tinypretrain as tp
+
+    tiny = dict(builtin_stories=200, max_length=32, vocab_size=300, max_eval_samples=4, eval_size=4, num_samples=0,
+                per_device_train_batch_size=4, save_steps=3, eval_steps=3,
+                model_overrides={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                 "num_key_value_heads": 1})
+    full = tp.pretrain(output_dir=str(tmp_path / "full"), max_steps=6, **tiny)
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "full" / "checkpoint-6", cut / "checkpoint-6")  # killed during the final save
+    resumed = tp.pretrain(output_dir=str(cut), max_steps=6, resume_from_checkpoint="true", **tiny)
+    assert resumed.metrics["train_steps"] == 6 and resumed.metrics["tokens_seen"] == full.metrics["tokens_seen"]
+    final, again_final = load_file(tmp_path / "full" / "model.safetensors"), load_file(cut / "model.safetensors")
+    assert all((final[k] == again_final[k]).all() for k in final)
+    assert json.loads((cut / "run.json").read_text())["metrics"]["eval_loss"] == pytest.approx(
+        full.metrics["eval_loss"], abs=1e-6)
+
+    for change, names in (({"max_length": 16}, "max_length: 32 -> 16"),
+                          ({"per_device_train_batch_size": 2}, "per_device_train_batch_size: 4 -> 2"),
+                          ({"model_overrides": {**tiny["model_overrides"], "hidden_size": 64}}, "hidden_size: 32 -> 64")):
+        with pytest.raises(ValueError, match=f"other settings \\(.*{re.escape(names)}.*allow_resume_changes=true"):
+            tp.pretrain(output_dir=str(cut), max_steps=9, resume_from_checkpoint="true", **{**tiny, **change})
+    again = tp.pretrain(output_dir=str(cut), max_steps=9, resume_from_checkpoint="true",
+                        **{**tiny, "per_device_train_batch_size": 2, "allow_resume_changes": True})
+    assert again.metrics["train_steps"] == 9

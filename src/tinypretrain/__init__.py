@@ -9,7 +9,10 @@ from .generate import generate
 from .init import init_model, kaiming_init, normal_init
 from .loss import causal_lm_loss
 from .model import ParameterCount, build_model, count_parameters
+from .budget import TrainingInterrupted
+from .optim import MuonWithAdamW
 from .pretrain_config import PretrainConfig
+from .sweep import sweep
 from .tokenizer import load_tokenizer, train_tokenizer
 from .train import PretrainResult, pretrain
 from .trainer import PretrainTrainer, TrainingDivergedError
@@ -19,8 +22,10 @@ __version__ = "0.1.0"
 __all__ = [
     "PretrainConfig",
     "PretrainResult",
+    "MuonWithAdamW",
     "PretrainTrainer",
     "TrainingDivergedError",
+    "TrainingInterrupted",
     "causal_lm_loss",
     "evaluate",
     "generate",
@@ -42,6 +47,7 @@ __all__ = [
     "pack_sequences",
     "pack_stream",
     "story_dataset",
+    "sweep",
     "tokenize_truncate",
     "train_tokenizer",
 ]

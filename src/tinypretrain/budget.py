@@ -20,6 +20,19 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 TIME_SCHEDULES = ("constant_with_warmup", "constant", "linear", "cosine", "warmup_stable_decay")
 
 
+# What a time-budgeted run uses for each of these fields left at its default, chosen by equal-time runs on 2 CPU
+# cores (benchmarks/RESULTS.md, "Budget defaults"; docs/budget.md). A budget wants the rate to end at the deadline,
+# and a short run wants a higher peak than a long one. The schedule applies on every device; the peak rate and the
+# shape were measured on CPU only, so on other devices the step-budgeted defaults stand.
+BUDGET_SCHEDULE = {"lr_scheduler_type": "warmup_stable_decay", "decay_fraction": 0.4}
+CPU_BUDGET_SETTINGS = {"learning_rate": 4e-3}
+
+
+def budget_settings(on_cpu: bool) -> dict[str, object]:
+    """The field values a time-budgeted run takes for fields left at their defaults."""
+    return {**BUDGET_SCHEDULE, **(CPU_BUDGET_SETTINGS if on_cpu else {})}
+
+
 def parse_duration(value: str | float | int) -> float:
     """Seconds in ``value``: a number of seconds, or a number with a unit, as in ``"90s"``, ``"10m"``, ``"2h"``."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", str(value))

@@ -15,7 +15,8 @@ from accelerate import PartialState
 from transformers import HfArgumentParser
 
 from . import train as training
-from .pretrain_config import RECIPES, PretrainConfig, read_config_file, recipe_merged
+from .pretrain_config import PretrainConfig, read_config_file, recipe_merged
+from .recipes import RECIPES
 from .budget import TrainingInterrupted
 from .trainer import TrainingDivergedError
 
@@ -31,8 +32,16 @@ def _load_model(model_dir: str):
 
     if not Path(model_dir, "config.json").exists():
         raise ValueError(f"{model_dir} is not a model folder (no config.json); pass a run's output_dir.")
+    from safetensors import SafetensorError
+
     # safetensors only, never pickles; no remote code.
-    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False)
+    except SafetensorError as err:
+        raise ValueError(
+            f"The weights in {model_dir} are damaged ({err}); copy the folder again, or use a checkpoint-N folder of "
+            "the run."
+        ) from None
     return model, load_tokenizer(model_dir)
 
 

@@ -11,11 +11,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import (
     Dataset,
     DatasetDict,
     Features,
     IterableDataset,
+    List,
     IterableDatasetDict,
     ReadInstruction,
     Value,
@@ -23,6 +25,8 @@ from datasets import (
     load_dataset,
 )
 from datasets.exceptions import DatasetGenerationError
+
+from .hub import looks_local, require_hub
 
 EOT = "<|endoftext|>"
 # How split names in file names map to dataset splits (TinyStoriesV2 ships `...-valid.txt`).
@@ -196,9 +200,10 @@ def load_text_dataset(
         ds = (IterableDatasetDict if streaming else DatasetDict)(splits)
         if split is not None:
             ds = _select(ds, split)
-    elif str(source).startswith((".", "/", "~")) or path.suffix in _SUFFIXES:
+    elif looks_local(str(source)) or path.suffix in _SUFFIXES:
         raise ValueError(f"{source} does not exist. Pass an existing file or directory, or a hub dataset name.")
     else:
+        require_hub(str(source), "dataset")
         ds = load_dataset(str(source), split=split, streaming=streaming, **load_kwargs)
     for part in ds.values() if split is None else [ds]:
         check_text_column(part, text_column)
@@ -264,6 +269,17 @@ def _flatten(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray
     return np.fromiter((t for s in sequences for t in s), dtype=np.int64, count=int(lengths.sum())), lengths
 
 
+def _token_stream(sequences: Sequence[Sequence[int]] | pa.Array | pa.ChunkedArray, eos_token_id: int | None) -> np.ndarray:
+    """All tokens of ``sequences`` in order, with ``eos_token_id`` after each one when given."""
+    if isinstance(sequences, (pa.Array, pa.ChunkedArray)):
+        column = sequences.combine_chunks() if isinstance(sequences, pa.ChunkedArray) else sequences
+        flat = column.flatten().to_numpy(zero_copy_only=False)
+        lengths = np.diff(column.offsets.to_numpy())
+    else:
+        flat, lengths = _flatten(sequences)
+    return np.insert(flat, np.cumsum(lengths), eos_token_id) if eos_token_id is not None else flat
+
+
 def pack_sequences(
     sequences: Sequence[Sequence[int]] | pa.Array | pa.ChunkedArray,
     block_size: int,
@@ -279,14 +295,7 @@ def pack_sequences(
     """
     if block_size < 2:
         raise ValueError(f"block_size must be >= 2, got {block_size}.")
-    if isinstance(sequences, (pa.Array, pa.ChunkedArray)):
-        column = sequences.combine_chunks() if isinstance(sequences, pa.ChunkedArray) else sequences
-        flat = column.flatten().to_numpy(zero_copy_only=False)
-        lengths = np.diff(column.offsets.to_numpy())
-    else:
-        flat, lengths = _flatten(sequences)
-    if eos_token_id is not None:
-        flat = np.insert(flat, np.cumsum(lengths), eos_token_id)
+    flat = _token_stream(sequences, eos_token_id)
     n_blocks = len(flat) // block_size
     return flat[: n_blocks * block_size].astype(np.int64, copy=False).reshape(n_blocks, block_size)
 
@@ -313,21 +322,43 @@ def pack_dataset(
     *,
     column: str = "input_ids",
     eos_token_id: int | None = None,
+    chunk_rows: int = 20_000,
 ) -> Dataset:
     """Pack a tokenized dataset's ``column`` into a dataset of ``block_size`` blocks (``input_ids`` only).
 
-    Works on the whole Arrow column at once (no per-token Python), so only the stream's final
-    ``total % block_size`` tokens are dropped, not a remainder per map batch as in run_clm.
+    Equal to ``pack_sequences`` of the whole column (only the stream's final ``total % block_size`` tokens are
+    dropped, not a remainder per batch as in run_clm), but it reads ``chunk_rows`` sequences at a time and writes the
+    blocks to the datasets cache as it goes, so memory stays flat however large the corpus (benchmarks/data_scale.py).
     """
     if column not in ds.column_names:
         raise ValueError(f"Column {column!r} not found in {ds.column_names}; tokenize first (tokenize_truncate).")
-    # The arrow-formatted column honours select()/shuffle() indices, unlike ds.data.
-    blocks = pack_sequences(ds.with_format("arrow")[column], block_size, eos_token_id=eos_token_id)
-    if len(blocks) == 0:
+    per_row = 0 if eos_token_id is None else 1
+    tokens = sum(pc.sum(pc.list_value_length(c)).as_py() or 0 for c in _column_chunks(ds, column, chunk_rows))
+    if tokens + per_row * len(ds) < block_size:
         raise ValueError(
             f"Not enough tokens for one block of {block_size} ({len(ds)} sequences). Use more data or a smaller "
             "max_length."
         )
-    dtype = pa.int32() if blocks.max(initial=0) < 2**31 else pa.int64()
-    values = pa.array(blocks.reshape(-1), type=dtype)
-    return Dataset(pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(values, block_size)}))
+    return Dataset.from_generator(
+        _packed_rows,
+        features=Features({"input_ids": List(Value("int32"), length=block_size)}),
+        gen_kwargs={"ds": ds, "block_size": block_size, "column": column, "eos_token_id": eos_token_id,
+                    "chunk_rows": chunk_rows},
+    )
+
+
+def _column_chunks(ds: Dataset, column: str, chunk_rows: int) -> Iterator[pa.Array]:
+    # The arrow-formatted column honours select()/shuffle() indices, unlike ds.data.
+    return (batch[column] for batch in ds.with_format("arrow").iter(batch_size=chunk_rows))
+
+
+def _packed_rows(
+    ds: Dataset, block_size: int, column: str, eos_token_id: int | None, chunk_rows: int
+) -> Iterator[dict[str, np.ndarray]]:
+    carry = np.empty(0, dtype=np.int64)
+    for chunk in _column_chunks(ds, column, chunk_rows):
+        stream = np.concatenate([carry, _token_stream(chunk, eos_token_id)])
+        n_blocks = len(stream) // block_size
+        for block in stream[: n_blocks * block_size].reshape(n_blocks, block_size):
+            yield {"input_ids": block.astype(np.int32)}
+        carry = stream[n_blocks * block_size :]

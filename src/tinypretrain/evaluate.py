@@ -31,7 +31,8 @@ def evaluate(
     batch_tokens: int = 16384,
     loss_chunk_size: int = 4096,
 ) -> dict[str, float]:
-    """Score each text as its tokens + EOS (no BOS), the way the seed evaluates, and average over predicted tokens.
+    """Score each non-blank text as its tokens + EOS (no BOS), the way the seed evaluates, and average over predicted
+    tokens.
 
     Returns ``loss`` (mean nats per predicted token), ``perplexity`` (exp of it), ``bits_per_byte`` (summed nats /
     ln 2 / UTF-8 bytes of the scored text, comparable across tokenizers), and the counts behind them. Texts longer
@@ -39,8 +40,9 @@ def evaluate(
     bytes are counted from those tokens. Batches are length-sorted so padding costs little.
     """
     texts = list(texts_or_dataset[text_column] if isinstance(texts_or_dataset, Dataset) else texts_or_dataset)
+    texts = [t for t in texts if t and t.strip()]  # a blank text would score only its EOS
     if not texts:
-        raise ValueError("evaluate() needs at least one text.")
+        raise ValueError("evaluate() needs at least one non-blank text.")
     max_length = max_length or model.config.max_position_embeddings
     eos = tokenizer.eos_token_id
     if eos is None:

@@ -6,7 +6,9 @@ only the Trainer defaults it changes, and leaves every other Trainer option reac
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 import json
 import types
 import typing
@@ -23,62 +25,7 @@ from transformers import TrainingArguments
 from .budget import TIME_SCHEDULES, parse_duration
 from .config import PRESETS
 from .io import atomic_write_text
-
-# Named, complete bundles of settings. A recipe fills every field still at its default, so fields you set win.
-# "seed" is the blog recipe we reproduce (its one bug, the EOS-masking collator, is not copied); "fast" is the seed's
-# model and data with the settings we recommend (benchmarks/RESULTS.md). Each spells out all its settings so that
-# changing a library default never changes a recipe.
-_SEED_DATA = {
-    "dataset": "noanabeshima/TinyStoriesV2",
-    "train_split": "train[:10%]",
-    "eval_split": "validation",
-    "max_eval_samples": None,
-    "tokenizer": "NousResearch/Llama-2-7b-hf",
-    "preset": "seed-20m",
-}
-RECIPES: dict[str, dict[str, Any]] = {
-    "seed": {
-        **_SEED_DATA,
-        "packing": "truncate",
-        "max_length": 2048,
-        "init": "kaiming",
-        "learning_rate": 1e-4,
-        "lr_scheduler_type": "cosine",
-        "warmup_steps": 0.0,
-        "weight_decay": 0.0,
-        "adam_beta1": 0.9,
-        "adam_beta2": 0.999,
-        "max_grad_norm": 1.0,
-        "per_device_train_batch_size": 4,
-        "gradient_accumulation_steps": 1,
-        "num_train_epochs": 2.0,
-        "eval_steps": 1000,
-        "save_steps": 1000,
-        "save_total_limit": 2,
-        "logging_steps": 50,
-    },
-    "fast": {
-        **_SEED_DATA,
-        "packing": "pack",
-        "max_length": 512,
-        "init": "kaiming",
-        "learning_rate": 2e-3,
-        "lr_scheduler_type": "constant_with_warmup",
-        "warmup_steps": 0.05,
-        "weight_decay": 0.1,
-        "adam_beta1": 0.9,
-        "adam_beta2": 0.95,
-        "max_grad_norm": 1.0,
-        "per_device_train_batch_size": None,
-        "gradient_accumulation_steps": 1,
-        "num_train_epochs": 1.0,
-        "eval_steps": 0.2,
-        "save_steps": 0.2,
-        "save_total_limit": 2,
-        "logging_steps": 10,
-    },
-}
-
+from .recipes import RECIPES
 
 # Set while building a config whose fields already hold the recipe's values (the CLI's exact merge, a copy of a
 # resolved config), so a field deliberately set to its default is not replaced again.
@@ -129,7 +76,10 @@ class PretrainConfig(TrainingArguments):
         "(position ids restart at EOS); 'truncate' = the seed's padded stories.",
         default="pack",
     )
-    num_proc: int | None = _help("Processes for tokenization (datasets.map).", default=None)
+    num_proc: int | None = _help(
+        "Processes for tokenization (datasets.map); None = one per core (up to 8) from 100,000 texts on, else one.",
+        default=None,
+    )
     streaming: bool = _help(
         "Stream the corpus instead of caching it (needs a dataset, max_steps and packing).", default=False
     )
@@ -155,6 +105,9 @@ class PretrainConfig(TrainingArguments):
         "Compute lm_head+CE in token chunks (saves logits memory, costs a matmul).", default=None
     )
     num_samples: int = _help("Stories written to samples.md.", default=4)
+    allow_resume_changes: bool = _help(
+        "Resume even if the model, tokenizer, max_length or batch layout differ from the checkpoint's.", default=False
+    )
     muon: bool = _help(
         "Muon (torch.optim.Muon) for the hidden 2-D matrices and AdamW for embeddings, head and norms, as in the "
         "modded-nanogpt speedruns; one learning_rate for both. Replaces optim.",
@@ -244,6 +197,7 @@ class PretrainConfig(TrainingArguments):
             if getattr(self, name) not in choices:
                 allowed = ", ".join(repr(c) for c in choices if c is not None)
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        problems += _unknown_model_fields(self.model_overrides)
         if self.preset not in PRESETS:
             problems.append(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.max_length < 2:
@@ -305,6 +259,26 @@ class PretrainConfig(TrainingArguments):
     def from_file(cls, path: str | Path, **overrides: Any) -> PretrainConfig:
         """Load a YAML or JSON file of fields, then apply ``overrides``."""
         return cls.from_dict({**read_config_file(path), **overrides}, source=str(path))
+
+
+@functools.cache
+def _model_fields() -> frozenset[str]:
+    from transformers import LlamaConfig
+
+    from .config import make_llama_config
+
+    llama = LlamaConfig()
+    accepted = (*llama.to_dict(), *inspect.signature(LlamaConfig.__init__).parameters, *(llama.rope_parameters or {}))
+    return frozenset(accepted) | frozenset(inspect.signature(make_llama_config).parameters)
+
+
+def _unknown_model_fields(overrides: dict[str, Any]) -> list[str]:
+    problems = []
+    for key in sorted(set(overrides) - _model_fields()):
+        close = difflib.get_close_matches(key, sorted(_model_fields()), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else " (see make_llama_config and LlamaConfig)"
+        problems.append(f"model_overrides key {key!r} is not a model field{hint}")
+    return problems
 
 
 def field_defaults() -> dict[str, Any]:

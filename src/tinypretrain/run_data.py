@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any
@@ -14,6 +15,7 @@ from .pretrain_config import PretrainConfig, field_defaults
 from .tokenizer import load_tokenizer, train_tokenizer
 
 TOKENIZER_SAMPLE = 50_000  # texts a streamed run trains its tokenizer on
+LARGE_CORPUS = 100_000  # texts from which tokenization uses several processes by default
 
 
 def load_texts(cfg: PretrainConfig) -> tuple[Dataset | IterableDataset, list[str]]:
@@ -87,7 +89,7 @@ def training_rows(cfg: PretrainConfig, train: Dataset | IterableDataset, tokeniz
     tokenized = train.map(
         tokenize_truncate,
         batched=True,
-        num_proc=cfg.num_proc,
+        num_proc=cfg.num_proc if cfg.num_proc is not None else default_num_proc(len(train)),
         remove_columns=train.column_names,
         fn_kwargs={
             "tokenizer": tokenizer,
@@ -99,6 +101,13 @@ def training_rows(cfg: PretrainConfig, train: Dataset | IterableDataset, tokeniz
     )
     # numpy rows: the dataloader fetches a 64x512 batch 2.7x faster than as Python lists (benchmarks/RESULTS.md).
     return (pack_dataset(tokenized, cfg.max_length) if pack else tokenized).with_format("numpy")
+
+
+def default_num_proc(texts: int) -> int | None:
+    """Tokenization processes when num_proc is not set: one below LARGE_CORPUS texts (starting workers costs more
+    than it saves, and on 2 cores num_proc=8 was no faster: benchmarks/RESULTS.md), else one per core up to 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(8, cores) if texts >= LARGE_CORPUS and cores > 2 else None
 
 
 def _stream_blocks(texts: IterableDataset, tokenizer: Any, max_length: int, text_column: str) -> Iterator[dict]:

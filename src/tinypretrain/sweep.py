@@ -16,7 +16,7 @@ import yaml
 from .budget import parse_duration
 from .artifacts import save_figure
 from .io import atomic_write_text
-from .pretrain_config import PretrainConfig, field_defaults
+from .pretrain_config import PretrainConfig
 from .tokenizer import train_tokenizer
 
 COLUMNS = ("cell", "budget", "preset", "vocab_size", "learning_rate", "parameters", "train_steps", "tokens_seen",
@@ -89,7 +89,7 @@ def sweep(
 
 
 def _cell_fields(base: PretrainConfig, cell: Cell, budget_kind: str, out: Path) -> dict[str, Any]:
-    fields: dict[str, Any] = {"preset": cell.preset, "learning_rate": cell.learning_rate}
+    fields: dict[str, Any] = {"preset": cell.preset, "learning_rate": cell.learning_rate, "vocab_size": cell.vocab_size}
     if base.tokenizer is None:  # one tokenizer per vocabulary, trained once for the whole sweep
         fields["tokenizer"] = str(_shared_tokenizer(base, cell.vocab_size, out))
     if budget_kind == "time":
@@ -122,7 +122,7 @@ def _write_outputs(out: Path, rows: list[dict[str, Any]], base: PretrainConfig, 
     lines += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in table]
     atomic_write_text(out / "sweep.md", "\n".join(lines) + "\n")
     _plot(out / "sweep.png", table)
-    defaults, given = field_defaults(), base.to_fields()
+    defaults, given = PretrainConfig().to_fields(), base.to_fields()  # both normalised by TrainingArguments
     kept = {k: v for k, v in given.items() if k in PretrainConfig.__annotations__ and v != defaults[k]}
     kept.pop("tokenizer" if base.tokenizer is None else "", None)  # the sweep's shared one: train re-makes it
     for budget in dict.fromkeys(r["budget"] for r in table):

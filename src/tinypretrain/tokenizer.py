@@ -10,6 +10,7 @@ from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from .hub import looks_local, require_hub
 from .io import atomic_dir, check_replaceable
 
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
@@ -25,6 +26,10 @@ def load_tokenizer(
     generation must pad on the left so every prompt ends where generation starts (``generate()`` switches
     temporarily). Raises ``ValueError`` if the tokenizer has no EOS token, since models could never learn to stop.
     """
+    if not Path(name_or_path).expanduser().exists():
+        if looks_local(str(name_or_path)):
+            raise ValueError(f"Tokenizer folder {name_or_path} does not exist; pass an existing folder or a hub name.")
+        require_hub(str(name_or_path), "tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code, **kwargs)
     if tokenizer.eos_token_id is None:
         raise ValueError(

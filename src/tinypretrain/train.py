@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import errno
 import functools
 import logging
 import os
 import resource
+import shutil
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -20,18 +22,27 @@ from transformers import LlamaConfig, PreTrainedModel, TrainerCallback
 
 from .artifacts import save_final, write_run_record, write_samples
 from . import run_dir
-from .budget import StopOnSignal, TimeBudget, TrainingClock, TrainingInterrupted, parse_duration
+from .budget import (
+    StopOnSignal,
+    TimeBudget,
+    TrainingClock,
+    TrainingInterrupted,
+    budget_settings,
+    parse_duration,
+)
 from .collate import causal_collator
 from .config import DEFAULT_CONTEXT, PRESETS, make_llama_config
 from .model import build_model, count_parameters
-from .pretrain_config import PretrainConfig
+from .pretrain_config import PretrainConfig, field_defaults
 from .run_data import load_texts, make_tokenizer, training_rows
 from .trainer import (
     DivergenceGuard,
     PretrainTrainer,
     TrainingDivergedError,
     check_checkpoint,
-    checkpoint_train_seconds,
+    check_resume_matches,
+    checkpoint_marker,
+    load_finished,
     last_complete_checkpoint,
 )
 
@@ -63,9 +74,15 @@ def pretrain(
     The run folder holds the final model and tokenizer (safetensors, loadable by ``AutoModelForCausalLM``/
     ``AutoTokenizer`` without tinypretrain), ``run.json`` (config, versions, metrics), ``metrics.jsonl``, ``loss.png``,
     ``samples.md`` and resumable checkpoints. ``callbacks`` are extra ``TrainerCallback``s (logging, timing, early
-    stopping). Raises ``TrainingDivergedError`` on a NaN/inf loss, keeping the last good checkpoint.
+    stopping). With ``max_time``, fields left at their defaults take the budget's settings (``budget_settings``).
+    Raises ``TrainingDivergedError`` on a NaN/inf loss, keeping the last good checkpoint, and
+    ``TrainingInterrupted`` after SIGTERM/SIGINT, once a checkpoint to resume from is saved.
     """
     cfg = config.updated(**overrides) if config else PretrainConfig.from_dict(overrides)
+    if cfg.max_time is not None:  # budget-aware settings for the fields left at their defaults
+        defaults = field_defaults()
+        chosen = budget_settings(on_cpu=not torch.cuda.is_available())
+        cfg = cfg.updated(**{k: v for k, v in chosen.items() if getattr(cfg, k) == defaults[k]})
     wall_start = time.perf_counter()
     # Joins the process group of torchrun / accelerate launch (gloo on CPU); trivial for one process.
     state = PartialState(cpu=cfg.use_cpu)
@@ -75,12 +92,23 @@ def pretrain(
     with ExitStack() as stack:
         if state.is_main_process:  # one writer per folder, for the whole run
             stack.enter_context(run_dir.locked(out))
+        finished = False
         try:
-            return _run(cfg, out, state, callbacks or [], wall_start)
-        except BaseException:
-            if state.is_main_process and last_complete_checkpoint(out) is None:  # nothing of the new run to keep
-                run_dir.undo_replacement(out)
-            raise
+            result = _run(cfg, out, state, callbacks or [], wall_start)
+            finished = True
+            return result
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            raise OSError(
+                errno.ENOSPC,
+                f"The disk holding {out.resolve()} is full ({shutil.disk_usage(out).free // 2**20} MiB free). The last "
+                f"complete checkpoint is {last_complete_checkpoint(out)}: free space, then resume with "
+                "--resume_from_checkpoint true",
+            ) from None
+        finally:
+            if not finished and state.is_main_process and last_complete_checkpoint(out) is None:
+                run_dir.undo_replacement(out)  # the new run failed with nothing to keep: put the old one back
 
 
 def _run(
@@ -99,9 +127,17 @@ def _run(
         logger.info("Model:\n%s", count_parameters(model))
 
     args = cfg.updated(output_dir=str(out), **device_training_args(cfg), **_budget_training_args(cfg))
+    layout = _layout(args, model_config, tokenizer)
+    budget_s = parse_duration(cfg.max_time) if cfg.max_time is not None else None
     guard, clock, stop_on_signal = DivergenceGuard(), TrainingClock(), StopOnSignal()
-    if checkpoint is not None:  # a budget counts the time earlier processes of this run already spent
-        clock.spent_before = checkpoint_train_seconds(checkpoint)
+    finished = False
+    if checkpoint is not None:
+        if not cfg.allow_resume_changes:
+            check_resume_matches(checkpoint, layout)
+        marker = checkpoint_marker(checkpoint)
+        clock.spent_before = marker.get("train_seconds", 0.0)  # a budget counts the time already spent
+        # A checkpoint at the end of the run (a kill during the final save): complete the artifacts, train nothing.
+        finished = (0 < args.max_steps <= marker["step"]) or (budget_s is not None and clock.spent_before >= budget_s)
     with _tensorboard_dir(cfg.logging_dir):
         trainer = PretrainTrainer(
             model=model,
@@ -116,10 +152,14 @@ def _run(
             callbacks=[guard, stop_on_signal, *_time_budget(cfg, clock), *callbacks],
             loss_chunk_size=cfg.loss_chunk_size,
             clock=clock,
-            budget_s=parse_duration(cfg.max_time) if cfg.max_time is not None else None,
+            budget_s=budget_s,
+            layout=layout,
         )
-    with stop_on_signal.installed():
-        train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    if finished:
+        train_output = load_finished(trainer, checkpoint)
+    else:
+        with stop_on_signal.installed():
+            train_output = trainer.train(resume_from_checkpoint=checkpoint)
     if guard.bad_step is not None:
         raise TrainingDivergedError(
             f"Loss became NaN/inf at step {guard.bad_step}. Lower learning_rate (now {cfg.learning_rate}), keep "
@@ -162,6 +202,21 @@ def _run(
         resolved = {**args.to_dict(), "model_config": model_config.to_dict()}
         write_run_record(out, resolved, metrics, history)
     return PretrainResult(model=model, tokenizer=tokenizer, output_dir=out, metrics=metrics)
+
+
+def _layout(args: PretrainConfig, model_config: LlamaConfig, tokenizer: Any) -> dict[str, Any]:
+    """What must not change between a checkpoint and its resume."""
+    shape = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+             "vocab_size", "tie_word_embeddings")
+    return {
+        **{name: getattr(model_config, name) for name in shape},
+        "tokenizer_size": len(tokenizer),
+        "max_length": args.max_length,
+        "packing": args.packing,
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "world_size": args.world_size,
+    }
 
 
 def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:

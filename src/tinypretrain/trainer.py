@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers import Trainer, TrainerCallback, TrainerState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from .budget import TrainingClock, schedule_factor
 from .evaluate import evaluate
@@ -37,6 +37,7 @@ class PretrainTrainer(Trainer):
         loss_chunk_size: int | None = None,
         clock: TrainingClock | None = None,
         budget_s: float | None = None,
+        layout: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if loss_chunk_size is not None:  # a public hook: Trainer keeps its own num_items_in_batch scaling
@@ -51,6 +52,7 @@ class PretrainTrainer(Trainer):
         self.counts_tokens_itself = self.args.include_num_input_tokens_seen == "no"
         self._host_tokens, self._device_tokens = 0, None
         self.clock, self.budget_s = clock or TrainingClock(), budget_s
+        self.layout = layout or {}  # what a resume must keep equal (recorded in every checkpoint)
         self.add_callback(_CheckpointRules(self))
 
     def create_optimizer(self, model=None):
@@ -126,6 +128,7 @@ class PretrainTrainer(Trainer):
             scores = evaluate(self.model, self.processing_class, texts)
         metrics = {f"{metric_key_prefix}_{name}": scores[name] for name in EVAL_METRICS}
         metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 4)
+        metrics["train_seconds"] = round(self.clock.seconds(), 3)  # for quality-vs-time curves
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
@@ -160,7 +163,8 @@ class _CheckpointRules(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if args.should_save:
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            marker = {"step": state.global_step, "train_seconds": self.trainer.clock.seconds()}
+            marker = {"step": state.global_step, "train_seconds": self.trainer.clock.seconds(),
+                      "layout": self.trainer.layout}
             (folder / COMPLETE_MARKER).write_text(json.dumps(marker))
         self.trainer.clock.resume()  # paused in on_step_end
 
@@ -189,13 +193,27 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def checkpoint_train_seconds(checkpoint: str | Path) -> float:
-    """Training-loop seconds spent up to ``checkpoint`` (0 for checkpoints of older versions, which kept no clock)."""
+def checkpoint_marker(checkpoint: str | Path) -> dict[str, Any]:
+    """What a checkpoint recorded when it completed: its step, the training seconds spent so far and the run's layout
+    (checkpoints of older versions recorded only the step)."""
     text = (Path(checkpoint) / COMPLETE_MARKER).read_text()
     try:
-        return float(json.loads(text).get("train_seconds", 0.0))
-    except (json.JSONDecodeError, AttributeError):
-        return 0.0
+        marker = json.loads(text)
+    except json.JSONDecodeError:
+        marker = None
+    return marker if isinstance(marker, dict) else {"step": int(text.strip() or 0)}
+
+
+def check_resume_matches(checkpoint: str | Path, layout: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint whose model, tokenizer or batch layout differs from this run's, naming each
+    difference (training on would silently change the run, or fail deep inside loading the weights)."""
+    recorded = checkpoint_marker(checkpoint).get("layout") or {}
+    changed = [f"{k}: {recorded[k]!r} -> {v!r}" for k, v in layout.items() if k in recorded and recorded[k] != v]
+    if changed:
+        raise ValueError(
+            f"{checkpoint} was trained with other settings ({'; '.join(changed)}). Resume with the same settings, "
+            "or pass allow_resume_changes=true to continue anyway."
+        )
 
 
 def check_checkpoint(checkpoint: Path) -> None:
@@ -212,3 +230,18 @@ def check_checkpoint(checkpoint: Path) -> None:
             next(iter(weights.keys()))
     except (json.JSONDecodeError, SafetensorError, StopIteration, OSError, UnicodeDecodeError) as err:
         raise ValueError(f"{checkpoint} is corrupt ({type(err).__name__}: {err}). {hint}") from None
+
+
+def load_finished(trainer: Trainer, checkpoint: str | Path) -> TrainOutput:
+    """Put ``trainer`` in the state of a checkpoint taken at the end of its run (weights and TrainerState), for a
+    resume that has nothing left to train."""
+    from safetensors.torch import load_file
+
+    weights = load_file(Path(checkpoint) / "model.safetensors")
+    missing, unexpected = trainer.model.load_state_dict(weights, strict=False)
+    tied = {"lm_head.weight"} if trainer.model.config.tie_word_embeddings else set()
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"{checkpoint} does not hold this model's weights (missing {missing}, unexpected {unexpected}).")
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return TrainOutput(trainer.state.global_step, sum(losses) / len(losses) if losses else float("nan"), {})

@@ -1,0 +1,71 @@
+"""Memory and speed of the data pipeline as the corpus grows: load_text_dataset -> tokenize_truncate(overflow="split")
+-> pack_dataset on N generated stories, each size in a fresh process with an empty datasets cache.
+
+    python benchmarks/data_scale.py --stories 50000 500000 --json benchmarks/results/data_scale.json
+
+Peak RSS is the child process's maximum resident set (getrusage), which includes Python, torch and the tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import machine, print_table, write_json
+
+import tinypretrain as tp
+
+CHILD = """
+import json, resource, sys, time
+import tinypretrain as tp
+from tinypretrain.run_data import default_num_proc
+corpus, tokenizer_dir, block = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tok = tp.load_tokenizer(tokenizer_dir)
+start = time.perf_counter()
+texts = tp.load_text_dataset(corpus)
+tokenized = texts.map(tp.tokenize_truncate, batched=True, remove_columns=texts.column_names,
+                      num_proc=default_num_proc(len(texts)),
+                      fn_kwargs={"tokenizer": tok, "max_length": block, "overflow": "split"})
+packed = tp.pack_dataset(tokenized, block)
+seconds = time.perf_counter() - start
+print(json.dumps({"texts": len(texts), "tokens": len(packed) * block, "seconds": seconds,
+                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stories", type=int, nargs="+", default=[50_000, 500_000])
+    parser.add_argument("--block", type=int, default=256)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="data-scale-"))
+    tokenizer = work / "tok"
+    tp.train_tokenizer(tp.generate_stories(20_000, seed=1), vocab_size=4096, save_dir=tokenizer)
+    rows = []
+    for n in args.stories:
+        corpus = work / f"stories-{n}" / "train.txt"
+        corpus.parent.mkdir()
+        with corpus.open("w", encoding="utf-8") as handle:
+            for start in range(0, n, 50_000):
+                stories = tp.generate_stories(min(50_000, n - start), seed=start)
+                handle.write("".join(f"{s}\n<|endoftext|>\n" for s in stories))
+        env = {**os.environ, "HF_DATASETS_CACHE": str(work / f"cache-{n}")}
+        load = os.getloadavg()[0]
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(corpus.parent), str(tokenizer), str(args.block)],
+                              capture_output=True, text=True, env=env, check=True)
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append({"stories": n, **result, "tokens_per_s": result["tokens"] / result["seconds"], "load_1m": load})
+        print_table(rows[-1:], ["stories", "tokens", "seconds", "tokens_per_s", "peak_rss_gb", "load_1m"])
+        write_json(args.json, {"machine": machine(), "rows": rows})
+    print_table(rows, ["stories", "tokens", "seconds", "tokens_per_s", "peak_rss_gb", "load_1m"])
+
+
+if __name__ == "__main__":
+    main()
