@@ -94,9 +94,10 @@ def test_one_writer_per_folder_and_a_stale_lock_is_taken_over(tmp_path):
 def test_signal_saves_a_checkpoint_and_resume_equals_the_uninterrupted_run(tmp_path, sig):
     # a schedule that does not depend on max_steps, so a run cut at step N and resumed to M equals a run to M
     args = [*TINY, "--save_steps", "100000", "--eval_steps", "100000", "--warmup_steps", "5"]
-    run = _cli(["train", *args, "--max_steps", "100000", "--output_dir", "cut"], tmp_path)
-    _wait_for(lambda: (tmp_path / "cut" / ".tinypretrain.lock").exists())
-    time.sleep(5)  # into training
+    run = _cli(["train", *args, "--max_steps", "100000", "--output_dir", "cut", "--report_to", "tensorboard",
+                "--logging_dir", "tb"], tmp_path)
+    _wait_for(lambda: list((tmp_path / "tb").glob("events.*")))  # the event file appears when training begins
+    time.sleep(1)
     run.send_signal(sig)
     assert run.wait(120) == 128 + sig.value
     err = run.stderr.read().strip().splitlines()
