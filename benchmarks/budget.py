@@ -137,14 +137,9 @@ def seconds_to(points: list[tuple[float, float]], target: float) -> float | None
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
+    from tinypretrain.artifacts import new_axes, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tinypretrain.artifacts import save_figure
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_axes()
     for r in rows:
         if r["curve"]:
             ax.plot(*zip(*r["curve"]), marker=".", label=f"{r['path']} ({r['budget_s']:.0f} s)")

@@ -91,21 +91,16 @@ def run_ours(data: Path, tok_path: str, tok, texts, budget: float, every: int, o
 
 
 def plot(curves: dict[str, list[dict]], path: str) -> None:
-    import matplotlib
+    from tinypretrain.artifacts import new_axes, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_axes()
     for name, points in curves.items():
         ax.plot([p["train_s"] for p in points], [p["eval_loss"] for p in points], marker=".", label=name)
     ax.set_xlabel("training wall time (s)")
     ax.set_ylabel("per-story eval loss (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, Path(path))
     print(f"wrote {path}")
 
 

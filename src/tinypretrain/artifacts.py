@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import torch
 from transformers import PreTrainedModel, Trainer
 
 from .generate import generate
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 SAMPLE_PROMPTS = ("", "Once upon a time", "One day, a little girl named Lily", "Tom and his dog")
 
@@ -42,16 +42,32 @@ def write_samples(model: PreTrainedModel, tokenizer: Any, count: int, max_new_to
     atomic_write_text(path, f"# Samples\n\n{body}\n")
 
 
-def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
-    """Train and eval loss against steps, as a PNG."""
+def new_axes() -> tuple[Any, Any]:
+    """A figure and axes drawn off-screen (no display needed), for ``save_figure``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(figsize=(7, 4))
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure as a PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, png.getvalue())
+
+
+def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
+    """Train and eval loss against steps, as a PNG."""
     train = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
     evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h and "step" in h]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_axes()
     for points, label in ((train, "train loss"), (evals, "eval loss (per story)")):
         if points:
             ax.plot(*zip(*points), marker="." if label.startswith("eval") else None, label=label)
@@ -60,18 +76,6 @@ def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, path)
-
-
-def save_figure(fig: Any, path: Path) -> None:
-    """Write a matplotlib figure as a PNG atomically, and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as tmp:
-        fig.savefig(tmp.name, dpi=100)
-    plt.close(fig)
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, path)
 
 
 def versions() -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from .budget import parse_duration
-from .artifacts import save_figure
+from .artifacts import new_axes, save_figure
 from .io import atomic_write_text
 from .pretrain_config import PretrainConfig
 from .tokenizer import train_tokenizer
@@ -144,12 +144,7 @@ def _fmt(value: Any) -> str:
 
 
 def _plot(path: Path, table: list[dict[str, Any]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_axes()
     for budget in dict.fromkeys(r["budget"] for r in table):
         best_per_size: dict[int, float] = {}
         for r in table:
