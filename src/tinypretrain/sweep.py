@@ -92,12 +92,19 @@ def _cell_fields(base: PretrainConfig, cell: Cell, budget_kind: str, out: Path) 
     fields: dict[str, Any] = {"preset": cell.preset, "learning_rate": cell.learning_rate, "vocab_size": cell.vocab_size}
     if base.tokenizer is None:  # one tokenizer per vocabulary, trained once for the whole sweep
         fields["tokenizer"] = str(_shared_tokenizer(base, cell.vocab_size, out))
-    if budget_kind == "time":
-        fields["max_time"] = cell.budget
-    else:
-        tokens_per_step = (base.per_device_train_batch_size or 8) * base.gradient_accumulation_steps * base.max_length
-        fields["max_steps"] = max(1, parse_token_budget(cell.budget) // tokens_per_step)
+    fields.update(_budget_fields(base, cell.budget, budget_kind))
     return fields
+
+
+def _budget_fields(base: PretrainConfig, budget: str, budget_kind: str) -> dict[str, Any]:
+    """``max_time``, or the ``max_steps`` that spend a token budget with the run's batch on this device."""
+    if budget_kind == "time":
+        return {"max_time": budget}
+    from .train import device_training_args
+
+    batch = device_training_args(base)["per_device_train_batch_size"]
+    tokens_per_step = batch * base.gradient_accumulation_steps * base.max_length
+    return {"max_steps": max(1, parse_token_budget(budget) // tokens_per_step)}
 
 
 def _shared_tokenizer(base: PretrainConfig, vocab_size: int, out: Path) -> Path:
@@ -124,17 +131,12 @@ def _write_outputs(out: Path, rows: list[dict[str, Any]], base: PretrainConfig, 
     _plot(out / "sweep.png", table)
     defaults, given = PretrainConfig().to_fields(), base.to_fields()  # both normalised by TrainingArguments
     kept = {k: v for k, v in given.items() if k in PretrainConfig.__annotations__ and v != defaults[k]}
-    kept.pop("tokenizer" if base.tokenizer is None else "", None)  # the sweep's shared one: train re-makes it
     for budget in dict.fromkeys(r["budget"] for r in table):
         best = min((r for r in table if r["budget"] == budget), key=lambda r: r["eval_bits_per_byte"])
         config = {**kept, "preset": best["preset"], "vocab_size": best["vocab_size"],
                   "learning_rate": best["learning_rate"]}
         config.pop("output_dir", None)
-        if budget_kind == "time":
-            config["max_time"] = budget
-        else:
-            config["max_steps"] = _cell_fields(base, Cell(best["preset"], best["vocab_size"], best["learning_rate"],
-                                                          budget), budget_kind, out)["max_steps"]
+        config.update(_budget_fields(base, budget, budget_kind))
         header = f"# Best of the sweep for budget {budget}: {best['cell']}, {best['eval_bits_per_byte']:.4f} bits/byte\n"
         atomic_write_text(out / f"best-{budget}.yaml", header + yaml.safe_dump(config, sort_keys=False))
 
