@@ -309,7 +309,10 @@ def test_recipe_through_the_cli(tmp_path, monkeypatch):
 def test_every_recipe_spells_out_its_settings():
     from tinypretrain.recipes import RECIPES
 
+    from tinypretrain.pretrain_config import _choices
+
     assert RECIPES["seed"].keys() == RECIPES["fast"].keys()
+    assert set(_choices("recipe")) == {*RECIPES, None}  # the CLI's choices are the recipes there are
     assert {"learning_rate", "lr_scheduler_type", "warmup_steps", "packing", "max_length", "preset"} <= RECIPES["fast"].keys()
 
 

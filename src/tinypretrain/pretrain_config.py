@@ -192,7 +192,7 @@ class PretrainConfig(TrainingArguments):
 
     def _problems(self) -> list[str]:
         problems = []
-        for name in ("packing", "init", "recipe"):
+        for name in ("packing", "init"):  # an unknown recipe has already failed in _apply_recipe
             choices = _choices(name)
             if getattr(self, name) not in choices:
                 allowed = ", ".join(repr(c) for c in choices if c is not None)

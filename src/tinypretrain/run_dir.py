@@ -15,6 +15,8 @@ from pathlib import Path
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
+from .trainer import last_complete_checkpoint
+
 LOCK = ".tinypretrain.lock"
 PREVIOUS = ".previous-run"  # an earlier run being replaced: deleted once the new run has its final model
 # What a run writes into its folder; anything else there is the user's and is never moved or deleted.
@@ -118,9 +120,7 @@ def prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 def _holds_a_run(out: Path) -> bool:
-    return any((out / name).exists() for name in ("run.json", PREVIOUS)) or any(
-        out.glob("checkpoint-*/tinypretrain_complete")
-    )
+    return any((out / name).exists() for name in ("run.json", PREVIOUS)) or last_complete_checkpoint(out) is not None
 
 
 def finish_replacement(out: Path) -> None:

@@ -20,8 +20,8 @@ from accelerate import PartialState
 from datasets import Dataset
 from transformers import LlamaConfig, PreTrainedModel, TrainerCallback
 
-from .artifacts import save_final, write_run_record, write_samples
 from . import run_dir
+from .artifacts import save_final, write_run_record, write_samples
 from .budget import (
     StopOnSignal,
     TimeBudget,
@@ -100,9 +100,12 @@ def pretrain(
         except OSError as err:
             if err.errno != errno.ENOSPC:
                 raise
+            # The write that failed may be elsewhere (the datasets cache); name its disk when the error says.
+            failed = Path(err.filename or out).resolve()
+            where = next(p for p in (failed, *failed.parents) if p.exists())
             raise OSError(
                 errno.ENOSPC,
-                f"The disk holding {out.resolve()} is full ({shutil.disk_usage(out).free // 2**20} MiB free). The last "
+                f"The disk holding {where} is full ({shutil.disk_usage(where).free // 2**20} MiB free). The last "
                 f"complete checkpoint is {last_complete_checkpoint(out)}: free space, then resume with "
                 "--resume_from_checkpoint true",
             ) from None
@@ -130,14 +133,14 @@ def _run(
     layout = _layout(args, model_config, tokenizer)
     budget_s = parse_duration(cfg.max_time) if cfg.max_time is not None else None
     guard, clock, stop_on_signal = DivergenceGuard(), TrainingClock(), StopOnSignal()
-    finished = False
+    nothing_left = False
     if checkpoint is not None:
         if not cfg.allow_resume_changes:
             check_resume_matches(checkpoint, layout)
         marker = checkpoint_marker(checkpoint)
         clock.spent_before = marker.get("train_seconds", 0.0)  # a budget counts the time already spent
         # A checkpoint at the end of the run (a kill during the final save): complete the artifacts, train nothing.
-        finished = (0 < args.max_steps <= marker["step"]) or (budget_s is not None and clock.spent_before >= budget_s)
+        nothing_left = (0 < args.max_steps <= marker["step"]) or (budget_s is not None and clock.spent_before >= budget_s)
     with _tensorboard_dir(cfg.logging_dir):
         trainer = PretrainTrainer(
             model=model,
@@ -149,13 +152,13 @@ def _run(
                 document_eos_token_id=tokenizer.eos_token_id if cfg.packing == "pack_documents" else None,
             ),
             processing_class=tokenizer,
-            callbacks=[guard, stop_on_signal, *_time_budget(cfg, clock), *callbacks],
+            callbacks=[guard, stop_on_signal, *_time_budget(cfg, clock, budget_s), *callbacks],
             loss_chunk_size=cfg.loss_chunk_size,
             clock=clock,
             budget_s=budget_s,
             layout=layout,
         )
-    if finished:
+    if nothing_left:
         train_output = load_finished(trainer, checkpoint)
     else:
         with stop_on_signal.installed():
@@ -255,10 +258,9 @@ def _budget_training_args(cfg: PretrainConfig) -> dict[str, Any]:
     return args
 
 
-def _time_budget(cfg: PretrainConfig, clock: TrainingClock) -> list[TimeBudget]:
-    if cfg.max_time is None:
+def _time_budget(cfg: PretrainConfig, clock: TrainingClock, budget_s: float | None) -> list[TimeBudget]:
+    if budget_s is None:
         return []
-    budget_s = parse_duration(cfg.max_time)
     return [TimeBudget(clock, budget_s, _time_fraction(cfg.eval_steps), _time_fraction(cfg.save_steps))]
 
 
