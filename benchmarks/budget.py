@@ -18,7 +18,6 @@ import json
 import math
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np

@@ -307,9 +307,8 @@ def test_recipe_through_the_cli(tmp_path, monkeypatch):
 
 
 def test_every_recipe_spells_out_its_settings():
-    from tinypretrain.recipes import RECIPES
-
     from tinypretrain.pretrain_config import _choices
+    from tinypretrain.recipes import RECIPES
 
     assert RECIPES["seed"].keys() == RECIPES["fast"].keys()
     assert set(_choices("recipe")) == {*RECIPES, None}  # the CLI's choices are the recipes there are

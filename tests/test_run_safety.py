@@ -2,7 +2,6 @@
 replacing folders, two runs into one folder, a stale lock, and SIGTERM with an exact resume."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -1,5 +1,6 @@
 """tinypretrain: pretrain tiny LLaMA-style language models (TinyStories) with transformers, datasets and accelerate."""
 
+from .budget import TrainingInterrupted
 from .collate import causal_collator
 from .config import ffn_size, list_presets, make_llama_config
 from .corpus import generate_stories, story_dataset
@@ -9,7 +10,6 @@ from .generate import generate
 from .init import init_model, kaiming_init, normal_init
 from .loss import causal_lm_loss
 from .model import ParameterCount, build_model, count_parameters
-from .budget import TrainingInterrupted
 from .optim import MuonWithAdamW
 from .pretrain_config import PretrainConfig
 from .sweep import sweep

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-
 from transformers import HfArgumentParser
 
 from . import train as training
+from .budget import TrainingInterrupted
 from .pretrain_config import PretrainConfig, read_config_file, recipe_merged
 from .recipes import RECIPES
-from .budget import TrainingInterrupted
 from .trainer import TrainingDivergedError
 
 # Errors users cause and can fix (bad input, missing files, a full disk, divergence, too big a batch): one line.

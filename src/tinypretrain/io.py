@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
 OWNED = ".tinypretrain"  # marks a folder atomic_dir wrote, which it may later replace
 
 

@@ -14,8 +14,8 @@ import types
 import typing
 from contextlib import contextmanager
 from contextvars import ContextVar
-from enum import Enum
 from dataclasses import MISSING, dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 

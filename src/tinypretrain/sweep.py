@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from .budget import parse_duration
 from .artifacts import new_axes, save_figure
+from .budget import parse_duration
 from .io import atomic_write_text
 from .pretrain_config import PretrainConfig
 from .tokenizer import train_tokenizer

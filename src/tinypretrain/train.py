@@ -42,8 +42,8 @@ from .trainer import (
     check_checkpoint,
     check_resume_matches,
     checkpoint_marker,
-    load_finished,
     last_complete_checkpoint,
+    load_finished,
 )
 
 logger = logging.getLogger("tinypretrain")
