@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -161,10 +162,14 @@ def main() -> None:
     parser.add_argument("--selection", type=int, default=500, help="Stories held out of train.txt for scoring.")
     parser.add_argument("--score_on", choices=["selection", "valid"], default="selection")
     parser.add_argument("--json")
+    parser.add_argument("--write_split", type=Path, help="Only write the train/selection folder here (for sweeps).")
     args = parser.parse_args()
     if not (args.data / "train.txt").exists():
         raise SystemExit(f"{args.data}/train.txt not found: pass --data")
     train_dir, scored = split_stories(args.data, args.selection, args.score_on)
+    if args.write_split:
+        shutil.copytree(train_dir, args.write_split)
+        return
     tokenizer = tokenizer_for(train_dir, None, vocab_size=4096)  # the reference loop's (llama2.c uses a 4k vocabulary)
     rows = []
     for budget in args.budgets:
