@@ -1,5 +1,6 @@
-"""Memory and speed of the data pipeline as the corpus grows: load_text_dataset -> tokenize_truncate(overflow="split")
--> pack_dataset on N generated stories, each size in a fresh process with an empty datasets cache.
+"""Memory and speed of a training run's data pipeline as the corpus grows: the texts (blank ones dropped, eval texts
+held out), tokenized with overflow="split" and packed into blocks (run_data.load_texts -> training_rows, as
+`tinypretrain train` runs them) on N generated stories, each size in a fresh process with an empty datasets cache.
 
     python benchmarks/data_scale.py --stories 50000 500000 --json benchmarks/results/data_scale.json
 
@@ -24,17 +25,15 @@ import tinypretrain as tp
 
 COLUMNS = ["stories", "tokens", "seconds", "tokens_per_s", "peak_rss_gb", "rss_anon_gb_end", "rss_file_gb_end", "load_1m"]
 CHILD = """
-import json, resource, sys, time
+import json, resource, sys, tempfile, time
 import tinypretrain as tp
-from tinypretrain.run_data import default_num_proc
+from tinypretrain.run_data import load_texts, training_rows
 corpus, tokenizer_dir, block = sys.argv[1], sys.argv[2], int(sys.argv[3])
+cfg = tp.PretrainConfig(dataset=corpus, tokenizer=tokenizer_dir, max_length=block, output_dir=tempfile.mkdtemp())
 tok = tp.load_tokenizer(tokenizer_dir)
 start = time.perf_counter()
-texts = tp.load_text_dataset(corpus)
-tokenized = texts.map(tp.tokenize_truncate, batched=True, remove_columns=texts.column_names,
-                      num_proc=default_num_proc(len(texts)),
-                      fn_kwargs={"tokenizer": tok, "max_length": block, "overflow": "split"})
-packed = tp.pack_dataset(tokenized, block)
+texts, _ = load_texts(cfg)
+packed = training_rows(cfg, texts, tok)
 seconds = time.perf_counter() - start
 status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
 kib = lambda key: int(status.get(key, "0 kB").split()[0]) / 2**20  # noqa: E731

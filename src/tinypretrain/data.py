@@ -27,6 +27,7 @@ from datasets import (
 from datasets.exceptions import DatasetGenerationError
 
 from .hub import looks_local, require_hub
+from .memory import cache_files, release_mapped_pages
 
 EOT = "<|endoftext|>"
 # How split names in file names map to dataset splits (TinyStoriesV2 ships `...-valid.txt`).
@@ -75,6 +76,11 @@ def read_eot_text(paths: Sequence[str]) -> Iterator[dict[str, str]]:
                     f"{path} is not UTF-8 text (bad byte at offset {err.start}); re-encode it, e.g. "
                     f"`iconv -f latin1 -t utf-8 {path} > fixed.txt`."
                 ) from None
+
+
+def has_text(text: object) -> bool:
+    """Whether ``text`` is a string with something besides whitespace (blank texts train and score only an EOS)."""
+    return isinstance(text, str) and bool(text.strip())
 
 
 def _split_of(path: Path) -> str | None:
@@ -356,8 +362,10 @@ def _packed_rows(
     ds: Dataset, block_size: int, column: str, eos_token_id: int | None, chunk_rows: int
 ) -> Iterator[dict[str, np.ndarray]]:
     carry = np.empty(0, dtype=np.int64)
+    files = cache_files(ds)
     for chunk in _column_chunks(ds, column, chunk_rows):
         stream = np.concatenate([carry, _token_stream(chunk, eos_token_id)])
+        release_mapped_pages(files)
         n_blocks = len(stream) // block_size
         for block in stream[: n_blocks * block_size].reshape(n_blocks, block_size):
             yield {"input_ids": block.astype(np.int32)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -10,7 +11,8 @@ from typing import Any
 from datasets import Dataset, IterableDataset
 
 from .corpus import story_dataset
-from .data import load_text_dataset, pack_dataset, pack_stream, tokenize_truncate
+from .data import has_text, load_text_dataset, pack_dataset, pack_stream, tokenize_truncate
+from .memory import releasing
 from .pretrain_config import PretrainConfig, field_defaults
 from .tokenizer import load_tokenizer, train_tokenizer
 
@@ -32,7 +34,9 @@ def load_texts(cfg: PretrainConfig) -> tuple[Dataset | IterableDataset, list[str
         return load_text_dataset(cfg.dataset, split=split, text_column=cfg.text_column, streaming=cfg.streaming)
 
     splits = load(None)
-    train = load(cfg.train_split).filter(lambda b: [bool(t and t.strip()) for t in b[cfg.text_column]], batched=True)
+    train = load(cfg.train_split)
+    nonblank = functools.partial(_nonblank, text_column=cfg.text_column)
+    train = train.filter(nonblank if cfg.streaming else releasing(nonblank, train), batched=True)
     if next(iter(train), None) is None:
         raise ValueError(f"The training split {cfg.train_split!r} of {cfg.dataset} is empty (or only blank texts).")
     eval_split = cfg.eval_split.split("[")[0] if cfg.eval_split else None
@@ -59,9 +63,12 @@ def load_texts(cfg: PretrainConfig) -> tuple[Dataset | IterableDataset, list[str
     return train, _eval_texts(held_out, cfg, cfg.dataset)
 
 
+def _nonblank(batch: dict[str, list], text_column: str) -> list[bool]:
+    return [has_text(t) for t in batch[text_column]]
+
+
 def _eval_texts(texts: Iterable[str], cfg: PretrainConfig, source: str) -> list[str]:
-    nonblank = (t for t in texts if t and t.strip())
-    chosen = list(islice(nonblank, cfg.max_eval_samples))
+    chosen = list(islice(filter(has_text, texts), cfg.max_eval_samples))
     if not chosen:
         raise ValueError(f"The eval texts of {source} are empty (or only blank); set eval_split or eval_size.")
     return chosen
@@ -87,7 +94,7 @@ def training_rows(cfg: PretrainConfig, train: Dataset | IterableDataset, tokeniz
         return IterableDataset.from_generator(_stream_blocks, gen_kwargs=kwargs)
     pack = cfg.packing != "truncate"
     tokenized = train.map(
-        tokenize_truncate,
+        releasing(tokenize_truncate, train),
         batched=True,
         num_proc=cfg.num_proc if cfg.num_proc is not None else default_num_proc(len(train)),
         remove_columns=train.column_names,
