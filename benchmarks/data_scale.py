@@ -32,7 +32,7 @@ corpus, tokenizer_dir, block = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cfg = tp.PretrainConfig(dataset=corpus, tokenizer=tokenizer_dir, max_length=block, output_dir=tempfile.mkdtemp())
 tok = tp.load_tokenizer(tokenizer_dir)
 start = time.perf_counter()
-texts, _ = load_texts(cfg)
+texts = load_texts(cfg).train
 packed = training_rows(cfg, texts, tok)
 seconds = time.perf_counter() - start
 status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)

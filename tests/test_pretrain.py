@@ -82,7 +82,7 @@ def test_saved_model_loads_without_tinypretrain(run):
 def test_run_json_metrics_match_fresh_evaluate(run):
     info = json.loads((run.output_dir / "run.json").read_text())
     cfg = PretrainConfig.from_dict({k: v for k, v in info["config"].items() if k != "model_config"})
-    _, eval_texts = load_texts(cfg)
+    eval_texts = load_texts(cfg).eval
     fresh = tp.evaluate(run.model, run.tokenizer, eval_texts)
     assert info["metrics"]["eval_loss"] == pytest.approx(fresh["loss"], rel=1e-6)
     assert info["metrics"]["eval_bits_per_byte"] == pytest.approx(fresh["bits_per_byte"], rel=1e-6)

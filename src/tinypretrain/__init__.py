@@ -5,8 +5,8 @@ from .collate import causal_collator
 from .config import ffn_size, list_presets, make_llama_config
 from .corpus import generate_stories, story_dataset
 from .data import load_text_dataset, pack_dataset, pack_sequences, pack_stream, tokenize_truncate
-from .evaluate import evaluate
-from .generate import generate
+from .evaluate import evaluate, story_quality
+from .generate import Continuation, continue_prompts, generate
 from .init import init_model, kaiming_init, normal_init
 from .loss import causal_lm_loss
 from .model import ParameterCount, build_model, count_parameters
@@ -28,6 +28,9 @@ __all__ = [
     "TrainingInterrupted",
     "causal_lm_loss",
     "evaluate",
+    "story_quality",
+    "Continuation",
+    "continue_prompts",
     "generate",
     "pretrain",
     "ParameterCount",

@@ -5,17 +5,24 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+from datasets import Dataset
 from transformers import PreTrainedModel, Trainer
 
+from .data import token_fingerprint
 from .generate import generate
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .model import count_parameters
+from .pretrain_config import PretrainConfig
+from .run_data import RunTexts
 
+FIGURE_SOFTWARE = "tinypretrain"  # in every PNG we write, so a figure we may replace can be told from a user's file
 SAMPLE_PROMPTS = ("", "Once upon a time", "One day, a little girl named Lily", "Tom and his dog")
 
 
@@ -34,22 +41,25 @@ def save_final(trainer: Trainer, tokenizer: Any, out: Path) -> None:
     trainer.accelerator.wait_for_everyone()
 
 
-def write_samples(model: PreTrainedModel, tokenizer: Any, count: int, max_new_tokens: int, seed: int, path: Path) -> None:
-    """``count`` seeded stories from fixed prompts, as markdown."""
+def write_samples(
+    model: PreTrainedModel, tokenizer: Any, count: int, max_new_tokens: int, seed: int, path: Path
+) -> list[dict[str, str]]:
+    """``count`` seeded stories from fixed prompts, written as markdown and returned as ``{prompt, story}``."""
     prompts = [SAMPLE_PROMPTS[i % len(SAMPLE_PROMPTS)] for i in range(count)]
     stories = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
     body = "\n\n".join(f"## Prompt: {p!r}\n\n{s}" for p, s in zip(prompts, stories))
     atomic_write_text(path, f"# Samples\n\n{body}\n")
+    return [{"prompt": p, "story": s} for p, s in zip(prompts, stories)]
 
 
-def new_axes() -> tuple[Any, Any]:
-    """A figure and axes drawn off-screen (no display needed), for ``save_figure``."""
+def new_axes(ncols: int = 1) -> tuple[Any, Any]:
+    """A figure and ``ncols`` axes side by side, drawn off-screen (no display needed), for ``save_figure``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(7, 4))
+    return plt.subplots(ncols=ncols, figsize=(7 * ncols, 4))
 
 
 def save_figure(fig: Any, path: Path) -> None:
@@ -58,7 +68,7 @@ def save_figure(fig: Any, path: Path) -> None:
 
     fig.tight_layout()
     png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=100)
+    fig.savefig(png, format="png", dpi=100, metadata={"Software": FIGURE_SOFTWARE})
     plt.close(fig)
     atomic_write_bytes(path, png.getvalue())
 
@@ -96,8 +106,68 @@ def versions() -> dict[str, str]:
     }
 
 
-def write_run_record(out: Path, config: dict[str, Any], metrics: dict[str, Any], history: list[dict]) -> None:
-    """run.json (resolved config, versions, metrics), metrics.jsonl (every log line) and loss.png."""
+def write_run_record(
+    out: Path, config: dict[str, Any], metrics: dict[str, Any], history: list[dict], description: dict[str, Any]
+) -> None:
+    """run.json (resolved config, versions, metrics, the run's description), metrics.jsonl (every log line) and
+    loss.png."""
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     plot_losses(history, out / "loss.png")
-    atomic_write_json(out / "run.json", {"config": config, "versions": versions(), "metrics": metrics})
+    record = {"config": config, "versions": versions(), "metrics": metrics, "run": description}
+    atomic_write_json(out / "run.json", record)
+
+
+def describe_run(
+    cfg: PretrainConfig, args: PretrainConfig, model: PreTrainedModel, tokenizer: Any, texts: RunTexts, rows: Any
+) -> dict[str, Any]:
+    """What a model card says about a run beyond its config: the command, device, parameters, data and tokenizer."""
+    params = count_parameters(model)
+    tokens, fingerprint = token_fingerprint(rows) if isinstance(rows, Dataset) else (None, None)  # a stream: unknown
+    cuda = torch.cuda.is_available()
+    return {
+        "command": reproduce_command(cfg),
+        "device": f"{args.world_size} x {torch.cuda.get_device_name() if cuda else 'CPU'}",
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "parameters": {"total": params.total, "embeddings": params.embeddings, "lm_head": params.lm_head,
+                       "body": params.body},
+        "data": {
+            "source": cfg.dataset or "the built-in story generator (tinypretrain.generate_stories)",
+            "hub": cfg.dataset is not None and not Path(cfg.dataset).expanduser().exists(),
+            "train_split": cfg.train_split if cfg.dataset else f"{cfg.builtin_stories} stories, seed {cfg.seed}",
+            "train_texts": len(texts.train) if isinstance(texts.train, Dataset) else None,
+            "train_tokens": tokens,
+            "fingerprint": fingerprint,
+            "eval": texts.eval_source,
+            "eval_texts": len(texts.eval),
+        },
+        "tokenizer": {
+            "vocab_size": len(tokenizer),
+            "origin": cfg.tokenizer or f"byte-level BPE (vocab_size {cfg.vocab_size}) trained by this run on its training "
+            "texts",
+        },
+    }
+
+
+# Where a run writes, not what it trains: a reproduction picks its own folder.
+NOT_REPRODUCED = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_dir", "recipe")
+
+
+def reproduce_command(cfg: PretrainConfig) -> str:
+    """The ``tinypretrain train`` command that builds ``cfg`` again: its recipe, then every field whose value differs
+    from what the recipe and the defaults give."""
+    baseline = PretrainConfig.from_dict({"recipe": cfg.recipe, "output_dir": cfg.output_dir}).to_fields()
+    words = ["tinypretrain", "train", *(["--recipe", cfg.recipe] if cfg.recipe else [])]
+    for name, value in cfg.to_fields().items():
+        if name not in NOT_REPRODUCED and value != baseline[name]:
+            words += [f"--{name}", *_flag_text(value)]
+    return shlex.join(words)
+
+
+def _flag_text(value: Any) -> list[str]:
+    if isinstance(value, bool):
+        return [str(value).lower()]
+    if isinstance(value, dict):
+        return [json.dumps(value)]
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [str(value)]

@@ -1,13 +1,15 @@
-"""Command line: ``tinypretrain train | generate | eval | tokenizer train``."""
+"""Command line: ``tinypretrain train | sweep | generate | eval | card | compare | push | tokenizer train``."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import PartialState
@@ -15,7 +17,7 @@ from transformers import HfArgumentParser
 
 from . import train as training
 from .budget import TrainingInterrupted
-from .pretrain_config import PretrainConfig, read_config_file, recipe_merged
+from .pretrain_config import PretrainConfig, nullable, read_config_file, recipe_merged
 from .recipes import RECIPES
 from .trainer import TrainingDivergedError
 
@@ -47,6 +49,7 @@ def _load_model(model_dir: str):
 def _config_from_argv(argv: list[str], prog: str, description: str) -> PretrainConfig:
     """A PretrainConfig from ``[config.yaml] [--field value ...]``."""
     parser = HfArgumentParser(PretrainConfig, prog=prog, description=description)
+    _accept_none(parser)
     config_file = argv[0] if argv and not argv[0].startswith("-") else None
     flags = argv[1:] if config_file else argv
     # Precedence: flags > config file > recipe > defaults, merged exactly: the recipe's and the file's values become
@@ -61,6 +64,18 @@ def _config_from_argv(argv: list[str], prog: str, description: str) -> PretrainC
     with recipe_merged():
         (cfg,) = parser.parse_args_into_dataclasses(args=flags)
     return cfg
+
+
+def _accept_none(parser: argparse.ArgumentParser) -> None:
+    """Let ``--field None`` (or ``null``) set a field that accepts None to None, as YAML and Python can:
+    HfArgumentParser types an ``int | None`` flag as int, which rejects the word."""
+    for action in parser._actions:  # argparse's list of arguments; it has no public accessor
+        if action.type is not None and action.dest in PretrainConfig.__dataclass_fields__ and nullable(action.dest):
+            action.type = functools.partial(_none_or, action.type)
+
+
+def _none_or(kind: Any, text: str) -> Any:
+    return None if text in ("None", "null") else kind(text)
 
 
 def _train(argv: list[str]) -> None:
@@ -133,6 +148,27 @@ def _eval(args: argparse.Namespace) -> None:
     print(json.dumps(evaluate(model, tokenizer, ds, text_column=args.text_column), indent=2))
 
 
+def _card(args: argparse.Namespace) -> None:
+    from .card import write_model_card
+
+    print(f"Wrote {write_model_card(args.run_dir)}")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from .compare import compare, csv_table, markdown_table
+
+    rows = compare(args.run_dirs, plot=args.plot)
+    print(csv_table(rows) if args.csv else markdown_table(rows), end="")
+    if not args.csv:
+        print(f"\nPlot of eval bits/byte against tokens and seconds: {args.plot}")
+
+
+def _push(args: argparse.Namespace) -> None:
+    from .hub import push_run
+
+    print(f"Pushed {args.run_dir} to {args.repo_id}: {push_run(args.run_dir, args.repo_id, private=args.private)}")
+
+
 def _tokenizer_train(args: argparse.Namespace) -> None:
     from .tokenizer import train_tokenizer
 
@@ -176,6 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--text_column", default="text")
     ev.add_argument("--max_samples", type=int, default=None)
 
+    card = sub.add_parser("card", help="Write (or rewrite) a finished run's model card, README.md, from its run.json.")
+    card.add_argument("run_dir")
+
+    cmp = sub.add_parser("compare", help="Finished runs side by side: a table of settings and metrics, and a plot.")
+    cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    cmp.add_argument("--csv", action="store_true", help="Print CSV instead of a markdown table.")
+    cmp.add_argument("--plot", default="compare.png", help="Where to write the plot (default: compare.png).")
+
+    push = sub.add_parser("push", help="Upload a finished run (card, weights, tokenizer, run.json, plot) to the hub.")
+    push.add_argument("run_dir")
+    push.add_argument("--repo_id", required=True, help="Hub model repo, e.g. your-name/tinystories-2m.")
+    push.add_argument("--private", action="store_true", help="Create the repo private.")
+
     tok = sub.add_parser("tokenizer", help="Tokenizer tools.")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True)
     tok_train = tok_sub.add_parser("train", help="Train a byte-level BPE on a corpus and save it in HF format.")
@@ -200,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"train": lambda: _train(rest), "generate": lambda: _generate(args), "eval": lambda: _eval(args)}
     handlers["tokenizer"] = lambda: _tokenizer_train(args)
     handlers["sweep"] = lambda: _sweep(args, rest)
+    handlers.update(card=lambda: _card(args), compare=lambda: _compare(args), push=lambda: _push(args))
     try:
         handlers[args.command]()
     except TrainingInterrupted as err:

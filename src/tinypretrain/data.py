@@ -370,3 +370,18 @@ def _packed_rows(
         for block in stream[: n_blocks * block_size].reshape(n_blocks, block_size):
             yield {"input_ids": block.astype(np.int32)}
         carry = stream[n_blocks * block_size :]
+
+
+def token_fingerprint(ds: Dataset, column: str = "input_ids", chunk_rows: int = 20_000) -> tuple[int, str]:
+    """The number of tokens in ``ds[column]`` and a 16-hex-digit hash of them in order: two runs trained on the same
+    token rows (same text, tokenizer and packing) share the fingerprint, which a run's card records."""
+    digest, tokens = hashlib.blake2b(digest_size=8), 0
+    files = cache_files(ds)
+    for chunk in _column_chunks(ds, column, chunk_rows):
+        lengths = pc.list_value_length(chunk).to_numpy(zero_copy_only=False).astype(np.int64)
+        values = pc.list_flatten(chunk).to_numpy(zero_copy_only=False).astype(np.int64)
+        digest.update(lengths.tobytes())
+        digest.update(values.tobytes())
+        tokens += len(values)
+        release_mapped_pages(files)
+    return tokens, digest.hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -10,7 +11,14 @@ import torch
 from .collate import causal_collator
 
 
-@torch.no_grad()
+@dataclass(frozen=True)
+class Continuation:
+    """What a model wrote after a prompt (special tokens removed), and whether it stopped at EOS by itself."""
+
+    text: str
+    ended: bool
+
+
 def generate(
     model: Any,
     tokenizer: Any,
@@ -30,8 +38,30 @@ def generate(
     each prompt after an EOS, the story boundary that packed training streams contain, so an empty prompt
     means "a new story". ``seed`` makes sampling reproducible.
     """
-    if isinstance(prompts, str):
-        prompts = [prompts]
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    continuations = continue_prompts(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, top_k=top_k, top_p=top_p,
+        temperature=temperature, do_sample=do_sample, seed=seed, prepend_eos=prepend_eos,
+    )
+    return [prompt + c.text for prompt, c in zip(prompts, continuations)]
+
+
+@torch.no_grad()
+def continue_prompts(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 200,
+    top_k: int = 40,
+    top_p: float = 0.95,
+    temperature: float = 0.8,
+    do_sample: bool = True,
+    seed: int | None = None,
+    prepend_eos: bool = True,
+) -> list[Continuation]:
+    """``generate``'s continuations alone, each with whether it ended at EOS within ``max_new_tokens`` (the story
+    metrics need to know which stories end)."""
     if not prompts:
         return []
     eos = tokenizer.eos_token_id
@@ -61,5 +91,6 @@ def generate(
             **sampling,
         )
     model.train(was_training)
-    continuations = tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
-    return [prompt + text for prompt, text in zip(prompts, continuations)]
+    new = out[:, input_ids.shape[1] :]
+    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+    return [Continuation(text, bool(ended)) for text, ended in zip(texts, (new == eos).any(dim=1).tolist())]

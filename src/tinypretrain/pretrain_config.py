@@ -105,6 +105,16 @@ class PretrainConfig(TrainingArguments):
         "Compute lm_head+CE in token chunks (saves logits memory, costs a matmul).", default=None
     )
     num_samples: int = _help("Stories written to samples.md.", default=4)
+    story_samples: int = _help(
+        "Continuations of eval-story openings sampled at each evaluation for the story metrics (eval_eos_rate, "
+        "eval_repeat_4gram, eval_distinct_2, eval_name_consistency, eval_mean_words); 0 = none.",
+        default=16,
+    )
+    story_max_new_tokens: int = _help(
+        "Token limit of each story-metric continuation: one that has not ended by then counts as not ending.",
+        default=256,
+    )
+    license: str = _help("License of the trained model, for its model card (a hub license id).", default="apache-2.0")
     allow_resume_changes: bool = _help(
         "Resume even if the model, tokenizer, max_length or batch layout differ from the checkpoint's.", default=False
     )
@@ -202,13 +212,14 @@ class PretrainConfig(TrainingArguments):
             problems.append(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.max_length < 2:
             problems.append(f"max_length must be >= 2, got {self.max_length}")
-        positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "builtin_stories", "vocab_size")
+        positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "builtin_stories", "vocab_size",
+                    "story_max_new_tokens")
         for name in (*positive, "eval_size", "max_train_samples", "max_eval_samples", "num_proc", "loss_chunk_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name} must be >= 1, got {value}")
         non_negative = ("learning_rate", "weight_decay", "warmup_steps", "num_train_epochs", "max_grad_norm")
-        for name in (*non_negative, "eval_steps", "save_steps", "logging_steps", "num_samples"):
+        for name in (*non_negative, "eval_steps", "save_steps", "logging_steps", "num_samples", "story_samples"):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 problems.append(f"{name} must be >= 0, got {value}")
@@ -298,6 +309,11 @@ def _type_hints() -> dict[str, Any]:
 def _members(name: str) -> tuple[Any, ...]:
     hint = _type_hints()[name]
     return get_args(hint) if get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def nullable(name: str) -> bool:
+    """Whether field ``name`` accepts None."""
+    return type(None) in _members(name)
 
 
 def _choices(name: str) -> tuple[Any, ...]:

@@ -6,7 +6,7 @@ import functools
 import os
 from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from datasets import Dataset, IterableDataset
 
@@ -20,7 +20,15 @@ TOKENIZER_SAMPLE = 50_000  # texts a streamed run trains its tokenizer on
 LARGE_CORPUS = 100_000  # texts from which tokenization uses several processes by default
 
 
-def load_texts(cfg: PretrainConfig) -> tuple[Dataset | IterableDataset, list[str]]:
+class RunTexts(NamedTuple):
+    """A run's texts: what it trains on, what it evaluates on, and where the eval texts came from (for the card)."""
+
+    train: Dataset | IterableDataset
+    eval: list[str]
+    eval_source: str
+
+
+def load_texts(cfg: PretrainConfig) -> RunTexts:
     """The training texts (blank ones dropped) and the eval texts: the eval split if the source has it, else
     ``eval_size`` texts held out of train; then at most ``max_eval_samples`` non-blank ones."""
     if cfg.dataset is None:
@@ -28,7 +36,8 @@ def load_texts(cfg: PretrainConfig) -> tuple[Dataset | IterableDataset, list[str
         seen = set(train["text"])
         extra = story_dataset(cfg.eval_size * 3, seed=cfg.seed + 1)["text"]
         held_out = [t for t in dict.fromkeys(extra) if t not in seen][: cfg.eval_size]
-        return train, _eval_texts(held_out, cfg, "the built-in story generator")
+        texts = _eval_texts(held_out, cfg, "the built-in story generator")
+        return RunTexts(train, texts, f"{len(texts)} generated stories (seed {cfg.seed + 1}) that are not in train")
 
     def load(split: str | None) -> Any:
         return load_text_dataset(cfg.dataset, split=split, text_column=cfg.text_column, streaming=cfg.streaming)
@@ -42,6 +51,7 @@ def load_texts(cfg: PretrainConfig) -> tuple[Dataset | IterableDataset, list[str
     eval_split = cfg.eval_split.split("[")[0] if cfg.eval_split else None
     if eval_split in splits:
         held_out = (row[cfg.text_column] for row in load(cfg.eval_split))
+        source = f"split {cfg.eval_split!r}"
     elif eval_split not in (None, field_defaults()["eval_split"]):
         raise ValueError(
             f"eval_split {cfg.eval_split!r} is not a split of {cfg.dataset} (it has {', '.join(splits)}); fix the "
@@ -50,17 +60,19 @@ def load_texts(cfg: PretrainConfig) -> tuple[Dataset | IterableDataset, list[str
     elif cfg.streaming:  # a stream holds out its first texts
         held_out = [row[cfg.text_column] for row in islice(train, cfg.eval_size)]
         train = train.skip(cfg.eval_size)
+        source = f"the first {len(held_out)} texts of {cfg.train_split!r}, held out of training"
     elif len(train) < 2:
         raise ValueError(f"{cfg.dataset} has one training text and no eval split to evaluate on; add data.")
     else:
         held = train.train_test_split(test_size=min(cfg.eval_size, max(1, len(train) // 10)), seed=cfg.seed)
         train, held_out = held["train"], held["test"][cfg.text_column]
+        source = f"{len(held_out)} texts of {cfg.train_split!r} held out of training (seed {cfg.seed})"
     if cfg.max_train_samples is not None:
         if cfg.streaming:
             train = train.take(cfg.max_train_samples)
         else:
             train = train.select(range(min(cfg.max_train_samples, len(train))))
-    return train, _eval_texts(held_out, cfg, cfg.dataset)
+    return RunTexts(train, _eval_texts(held_out, cfg, cfg.dataset), source)
 
 
 def _nonblank(batch: dict[str, list], text_column: str) -> list[bool]:

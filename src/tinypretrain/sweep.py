@@ -3,8 +3,6 @@ tabulate, plot (the TinyStories paper's Figure 4 in bits/byte) and write the bes
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ import yaml
 
 from .artifacts import new_axes, save_figure
 from .budget import parse_duration
+from .compare import csv_table, eval_curve, markdown_table, plot_curves
 from .io import atomic_write_text
 from .pretrain_config import PretrainConfig
 from .tokenizer import train_tokenizer
@@ -59,8 +58,9 @@ def sweep(
 ) -> list[dict[str, Any]]:
     """Train every cell of presets x budgets (x vocab sizes x learning rates) from ``base`` in ``output_dir``/<cell>,
     skipping cells already finished, so an interrupted sweep resumes. Budgets are times (``"60s"``, ``"5m"``) or,
-    with ``budget_kind="tokens"``, token counts (``"5M"``). Writes sweep.csv, sweep.md, sweep.png and one
-    best-<budget>.yaml per budget; returns the table's rows."""
+    with ``budget_kind="tokens"``, token counts (``"5M"``). Writes sweep.csv, sweep.md, sweep.png (best bits/byte
+    per size), curves.png (``compare``'s plot of every cell) and one best-<budget>.yaml per budget; returns the
+    table's rows."""
     from .train import pretrain
 
     if budget_kind not in ("time", "tokens"):
@@ -112,7 +112,7 @@ def _shared_tokenizer(base: PretrainConfig, vocab_size: int, out: Path) -> Path:
 
     path = out / f"tokenizer-{vocab_size}"
     if not (path / "tokenizer.json").exists():
-        train_texts, _ = load_texts(base)
+        train_texts = load_texts(base).train
         train_tokenizer(train_texts, vocab_size=vocab_size, model_max_length=base.max_length,
                         text_column=base.text_column, save_dir=path)
     return path
@@ -120,15 +120,10 @@ def _shared_tokenizer(base: PretrainConfig, vocab_size: int, out: Path) -> Path:
 
 def _write_outputs(out: Path, rows: list[dict[str, Any]], base: PretrainConfig, budget_kind: str) -> None:
     table = [{c: row.get(c) for c in COLUMNS} for row in rows]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(table)
-    atomic_write_text(out / "sweep.csv", buffer.getvalue())
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in table]
-    atomic_write_text(out / "sweep.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "sweep.csv", csv_table(table, COLUMNS))
+    atomic_write_text(out / "sweep.md", markdown_table(table, COLUMNS))
     _plot(out / "sweep.png", table)
+    plot_curves({r["cell"]: eval_curve(out / r["cell"]) for r in table}, out / "curves.png")
     defaults, given = PretrainConfig().to_fields(), base.to_fields()  # both normalised by TrainingArguments
     kept = {k: v for k, v in given.items() if k in PretrainConfig.__annotations__ and v != defaults[k]}
     for budget in dict.fromkeys(r["budget"] for r in table):
@@ -139,10 +134,6 @@ def _write_outputs(out: Path, rows: list[dict[str, Any]], base: PretrainConfig, 
         config.update(_budget_fields(base, budget, budget_kind))
         header = f"# Best of the sweep for budget {budget}: {best['cell']}, {best['eval_bits_per_byte']:.4f} bits/byte\n"
         atomic_write_text(out / f"best-{budget}.yaml", header + yaml.safe_dump(config, sort_keys=False))
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _plot(path: Path, table: list[dict[str, Any]]) -> None:

@@ -21,7 +21,7 @@ from datasets import Dataset
 from transformers import LlamaConfig, PreTrainedModel, TrainerCallback
 
 from . import run_dir
-from .artifacts import save_final, write_run_record, write_samples
+from .artifacts import describe_run, save_final, write_run_record, write_samples
 from .budget import (
     StopOnSignal,
     TimeBudget,
@@ -31,7 +31,9 @@ from .budget import (
     parse_duration,
 )
 from .collate import causal_collator
+from .card import write_model_card
 from .config import DEFAULT_CONTEXT, PRESETS, make_llama_config
+from .evaluate import STORY_METRICS
 from .model import build_model, count_parameters
 from .pretrain_config import PretrainConfig, field_defaults
 from .run_data import load_texts, make_tokenizer, training_rows
@@ -121,10 +123,10 @@ def _run(
         if state.is_main_process:
             run_dir.prepare(out, resume=bool(cfg.resume_from_checkpoint), overwrite=cfg.overwrite_output_dir)
         checkpoint = _resolve_checkpoint(cfg, out)
-        train_texts, eval_texts = load_texts(cfg)
-        tokenizer = make_tokenizer(cfg, train_texts, checkpoint)
+        texts = load_texts(cfg)
+        tokenizer = make_tokenizer(cfg, texts.train, checkpoint)
         model_config = _model_config(cfg, tokenizer)
-        train_rows = training_rows(cfg, train_texts, tokenizer)
+        train_rows = training_rows(cfg, texts.train, tokenizer)
     model = build_model(model_config, init=cfg.init, seed=cfg.seed)
     if state.is_main_process:
         logger.info("Model:\n%s", count_parameters(model))
@@ -146,7 +148,7 @@ def _run(
             model=model,
             args=args,
             train_dataset=train_rows,
-            eval_dataset=Dataset.from_dict({"text": eval_texts}),
+            eval_dataset=Dataset.from_dict({"text": texts.eval}),
             data_collator=causal_collator(
                 tokenizer,  # pads with the tokenizer's pad id, else its EOS
                 document_eos_token_id=tokenizer.eos_token_id if cfg.packing == "pack_documents" else None,
@@ -199,11 +201,14 @@ def _run(
         "wall_time_s": time.perf_counter() - wall_start,
         "peak_memory_mb": _peak_memory_mb(),
         "parameters": count_parameters(model).total,
+        **{name: value for name, value in final.items() if name.removeprefix("eval_") in STORY_METRICS},
     }
     if trainer.is_world_process_zero():
-        write_samples(model, tokenizer, cfg.num_samples, min(200, cfg.max_length), cfg.seed, out / "samples.md")
+        samples = write_samples(model, tokenizer, cfg.num_samples, min(200, cfg.max_length), cfg.seed, out / "samples.md")
         resolved = {**args.to_dict(), "model_config": model_config.to_dict()}
-        write_run_record(out, resolved, metrics, history)
+        description = {**describe_run(cfg, args, model, tokenizer, texts, train_rows), "samples": samples}
+        write_run_record(out, resolved, metrics, history, description)
+        write_model_card(out)
     return PretrainResult(model=model, tokenizer=tokenizer, output_dir=out, metrics=metrics)
 
 

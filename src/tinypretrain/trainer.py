@@ -15,7 +15,7 @@ from transformers import Trainer, TrainerCallback, TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from .budget import TrainingClock, schedule_factor
-from .evaluate import evaluate
+from .evaluate import STORY_METRICS, evaluate, story_quality
 from .loss import causal_lm_loss
 from .optim import MuonWithAdamW
 
@@ -116,17 +116,23 @@ class PretrainTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         self.flush_token_count()
-        if self.counts_tokens_itself and "loss" in logs:
+        if self.counts_tokens_itself:  # on every line, as Trainer's own counter does
             logs = {**logs, "num_input_tokens_seen": self.state.num_input_tokens_seen}
         super().log(logs, start_time)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Per-story loss, perplexity and bits/byte of the eval texts (Trainer's loop would score packed blocks)."""
+        """Per-story loss, perplexity and bits/byte of the eval texts (Trainer's loop would score packed blocks), and
+        the story metrics of ``story_samples`` continuations of their openings."""
         start = time.perf_counter()
         texts = (eval_dataset if eval_dataset is not None else self.eval_dataset)["text"]
+        args = self.args
         with self.clock.paused():  # a time budget buys training steps, not evaluations
             scores = evaluate(self.model, self.processing_class, texts)
-        metrics = {f"{metric_key_prefix}_{name}": scores[name] for name in EVAL_METRICS}
+            if args.story_samples:
+                scores |= story_quality(self.model, self.processing_class, texts, samples=args.story_samples,
+                                        max_new_tokens=args.story_max_new_tokens, seed=args.seed)
+        metrics = {f"{metric_key_prefix}_{name}": scores[name] for name in (*EVAL_METRICS, *STORY_METRICS)
+                   if name in scores}
         metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 4)
         metrics["train_seconds"] = round(self.clock.seconds(), 3)  # for quality-vs-time curves
         self.log(metrics)
