@@ -1,8 +1,11 @@
 import json
+import shlex
 
 import pytest
 
-from tinypretrain.cli import main
+import tinypretrain as tp
+from tinypretrain.artifacts import reproduce_command
+from tinypretrain.cli import _config_from_argv, main
 
 
 @pytest.mark.slow
@@ -67,3 +70,24 @@ def test_damaged_weights_are_one_line(tmp_path, capsys):
         assert main(command) == 1
         err = capsys.readouterr().err
         assert f"The weights in {tmp_path} are damaged" in err and "Traceback" not in err
+
+
+def test_fields_that_allow_none_take_it_on_the_command_line():
+    cfg = _config_from_argv(["--max_eval_samples", "None", "--eval_split", "null", "--report_to", "none"], "t", "")
+    assert cfg.max_eval_samples is None and cfg.eval_split is None and cfg.report_to == []
+    with pytest.raises(SystemExit):  # a field that does not allow None still refuses the word
+        _config_from_argv(["--max_length", "None"], "t", "")
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"recipe": "seed", "dataset": "/data/x", "max_steps": 50},
+    {"max_time": "5m", "learning_rate": 4e-3, "model_overrides": {"hidden_size": 96}, "report_to": "tensorboard",
+     "bf16": False, "eval_split": None, "max_eval_samples": None},
+    {"recipe": "fast", "learning_rate": 1e-3, "lr_scheduler_kwargs": {"min_lr_rate": 0.1}, "seed": 7, "muon": True},
+])
+def test_reproduce_command_parses_back_to_the_same_config(fields):
+    cfg = tp.PretrainConfig.from_dict({"output_dir": "/tmp/o", **fields})
+    argv = shlex.split(reproduce_command(cfg))
+    assert argv[:2] == ["tinypretrain", "train"]
+    assert _config_from_argv([*argv[2:], "--output_dir", "/tmp/o"], "t", "").to_fields() == cfg.to_fields()

@@ -194,8 +194,12 @@ def test_bad_inputs(tmp_path):
 
 def test_hub_names_go_to_the_hub(monkeypatch):
     """A hub name reaches datasets' hub loader (which fails here only for lack of network)."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    import datasets
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # for require_hub; the libraries read it at import, so set theirs too
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(Exception) as info:
         tp.load_text_dataset("tinypretrain-tests/no-such-dataset", "train[:1%]")
     assert not isinstance(info.value, ValueError) or "does not exist" not in str(info.value)

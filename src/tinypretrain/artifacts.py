@@ -138,6 +138,7 @@ def describe_run(
             "train_tokens": tokens,
             "fingerprint": fingerprint,
             "eval": texts.eval_source,
+            "eval_split": texts.eval_split,
             "eval_texts": len(texts.eval),
         },
         "tokenizer": {

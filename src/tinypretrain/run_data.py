@@ -26,6 +26,7 @@ class RunTexts(NamedTuple):
     train: Dataset | IterableDataset
     eval: list[str]
     eval_source: str
+    eval_split: str | None = None  # set when the eval texts are a split of the source
 
 
 def load_texts(cfg: PretrainConfig) -> RunTexts:
@@ -72,7 +73,8 @@ def load_texts(cfg: PretrainConfig) -> RunTexts:
             train = train.take(cfg.max_train_samples)
         else:
             train = train.select(range(min(cfg.max_train_samples, len(train))))
-    return RunTexts(train, _eval_texts(held_out, cfg, cfg.dataset), source)
+    from_split = cfg.eval_split if eval_split in splits else None
+    return RunTexts(train, _eval_texts(held_out, cfg, cfg.dataset), source, from_split)
 
 
 def _nonblank(batch: dict[str, list], text_column: str) -> list[bool]:
