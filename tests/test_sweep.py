@@ -31,6 +31,7 @@ def test_sweep_writes_table_plot_best_config_and_resumes(tmp_path, monkeypatch, 
     assert {int(r["train_steps"]) for r in rows} == {1000 // 128, 2000 // 128}  # tokens / (4 x 32) per step
     assert (out / "sweep.md").read_text().count("\n") == 6
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"  # compare's plot of every cell
     best = tp.PretrainConfig.from_file(out / "best-2k.yaml")
     two_k = [r for r in rows if r["budget"] == "2k"]
     winner = min(two_k, key=lambda r: float(r["eval_bits_per_byte"]))
