@@ -55,8 +55,9 @@ def seed_recipe_model(data: Path, seconds: float) -> tuple:
 
 
 def default_model(data: Path, seconds: float) -> tuple:
-    result = tp.pretrain(dataset=str(data), max_time=seconds, output_dir=tempfile.mkdtemp(prefix="story-ours-"),
-                         story_samples=0)
+    result = tp.pretrain(
+        dataset=str(data), max_time=seconds, output_dir=tempfile.mkdtemp(prefix="story-ours-"), story_samples=0
+    )
     return result.model, result.tokenizer, result.metrics["train_steps"]
 
 
@@ -86,8 +87,14 @@ def main() -> None:
         print_table(rows[-1:], COLUMNS)
     with_story, wall, evals = eval_seconds(16)
     without, _, _ = eval_seconds(0)
-    cost = {"evaluations": evals, "eval_s_with": with_story, "eval_s_without": without, "default_run_wall_s": wall,
-            "story_share_of_wall": (with_story - without) / wall, "load_1m_before": load}
+    cost = {
+        "evaluations": evals,
+        "eval_s_with": with_story,
+        "eval_s_without": without,
+        "default_run_wall_s": wall,
+        "story_share_of_wall": (with_story - without) / wall,
+        "load_1m_before": load,
+    }
     print_table(rows, COLUMNS)
     print_table([cost], list(cost))
     write_json(args.json, {"machine": machine(), "seconds": args.seconds, "rows": rows, "cost": cost})

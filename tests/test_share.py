@@ -21,17 +21,33 @@ from tinypretrain.compare import COLUMNS, compare, csv_table, markdown_table
 from tinypretrain.hub import PUSHED_FILES, push_run
 from tinypretrain.trainer import STORY_METRICS
 
-TINY = dict(builtin_stories=300, max_length=64, vocab_size=300, per_device_train_batch_size=4, story_samples=4,
-            story_max_new_tokens=24, eval_steps=3, save_steps=6, max_eval_samples=40,
-            model_overrides={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                             "num_key_value_heads": 1, "intermediate_size": 64})
+TINY = dict(
+    builtin_stories=300,
+    max_length=64,
+    vocab_size=300,
+    per_device_train_batch_size=4,
+    story_samples=4,
+    story_max_new_tokens=24,
+    eval_steps=3,
+    save_steps=6,
+    max_eval_samples=40,
+    model_overrides={
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "intermediate_size": 64,
+    },
+)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("share")
-    return [tp.pretrain(output_dir=str(root / name), max_steps=steps, **TINY).output_dir
-            for name, steps in (("short", 6), ("long", 9))]
+    return [
+        tp.pretrain(output_dir=str(root / name), max_steps=steps, **TINY).output_dir
+        for name, steps in (("short", 6), ("long", 9))
+    ]
 
 
 def _cli(capsys, *args) -> tuple[int, str, str]:
@@ -48,8 +64,17 @@ def test_card_parses_and_its_model_index_equals_run_json(runs):
     assert card.data.license == "apache-2.0"
     indexed = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert indexed == {metric: record["metrics"][key] for key, (metric, _) in INDEXED_METRICS.items()}
-    for heading in ("## Story quality", "## Samples", "## Model", "## Tokenizer", "## Data", "## Training",
-                    "## Use it without tinypretrain", "## Reproduce", "## Limitations"):
+    for heading in (
+        "## Story quality",
+        "## Samples",
+        "## Model",
+        "## Tokenizer",
+        "## Data",
+        "## Training",
+        "## Use it without tinypretrain",
+        "## Reproduce",
+        "## Limitations",
+    ):
         assert heading in card.text
     assert record["run"]["command"] in card.text and "![Loss curves](loss.png)" in card.text
     assert f"`{record['run']['data']['fingerprint']}`" in card.text
@@ -80,7 +105,8 @@ def test_the_cards_reproduce_command_rebuilds_the_config(runs):
     rebuilt = _config_from_argv(argv[2:], "t", "").to_fields()
     original = tp.PretrainConfig(max_steps=6, **TINY).to_fields()
     assert {k: v for k, v in rebuilt.items() if k != "output_dir"} == {
-        k: v for k, v in original.items() if k != "output_dir"}
+        k: v for k, v in original.items() if k != "output_dir"
+    }
 
 
 def test_card_command_rewrites_the_card_and_refuses_a_non_run(runs, tmp_path, capsys):

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import tinypretrain as tp
@@ -80,8 +80,14 @@ def test_story_opening_is_the_first_sentence():
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    config = tp.make_llama_config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                  vocab_size=len(tokenizer), max_position_embeddings=128)
+    config = tp.make_llama_config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=128,
+    )
     return tp.build_model(config, seed=0).eval()
 
 

@@ -143,8 +143,8 @@ def describe_run(
         },
         "tokenizer": {
             "vocab_size": len(tokenizer),
-            "origin": cfg.tokenizer or f"byte-level BPE (vocab_size {cfg.vocab_size}) trained by this run on its training "
-            "texts",
+            "origin": cfg.tokenizer
+            or f"byte-level BPE (vocab_size {cfg.vocab_size}) trained by this run on its training texts",
         },
     }
 

@@ -21,14 +21,16 @@ STORY_METRIC_MEANINGS = {
     "eval_eos_rate": "continuations that end with EOS within the token limit (higher: the model knows stories end)",
     "eval_repeat_4gram": "repeated word 4-grams within a continuation (lower: fewer degenerate loops)",
     "eval_distinct_2": "distinct word bigrams across continuations (higher: more varied text)",
-    "eval_name_consistency": "continuations that mention a character their opening named (higher: keeps its characters)",
+    "eval_name_consistency": "continuations that name again a character their opening named (higher: keeps them)",
     "eval_mean_words": "words per continuation",
 }
-LIMITATIONS = """A tiny model trained only on simple children's stories. It writes short stories in that style and little
-else: it knows few facts, follows no instructions, loses the plot over long texts and makes grammar and logic errors
-that a larger model would not. It inherits the biases of its training stories (TinyStories was written by GPT-3.5 and
-GPT-4). The story metrics are cheap proxies computed offline, not judgements of quality. Meant for research and
-teaching, not for any product."""
+LIMITATIONS = (
+    "A tiny model trained only on simple children's stories. It writes short stories in that style and little else: "
+    "it knows few facts, follows no instructions, loses the plot over long texts and makes grammar and logic errors "
+    "that a larger model would not. It inherits the biases of its training stories (TinyStories was written by "
+    "GPT-3.5 and GPT-4). The story metrics are cheap proxies computed offline, not judgements of quality. Meant for "
+    "research and teaching, not for any product."
+)
 
 
 def read_run(run_dir: str | Path) -> dict[str, Any]:
@@ -41,7 +43,9 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}); it was not written by a finished run.") from None
     if "run" not in record:
-        raise ValueError(f"{path} comes from a tinypretrain older than model cards (no 'run' section); retrain to get one.")
+        raise ValueError(
+            f"{path} comes from a tinypretrain older than model cards (no 'run' section); retrain to get one."
+        )
     return record
 
 
@@ -106,16 +110,21 @@ def _sections(name: str, model_id: str, record: dict[str, Any]) -> list[str]:
     model, data, params = cfg["model_config"], run["data"], run["parameters"]
     story = [(f"`{k}`", metrics[k], meaning) for k, meaning in STORY_METRIC_MEANINGS.items() if k in metrics]
     story_table = "\n".join(
-        ["| metric | value | fraction of / meaning |", "|---|---|---|", *(f"| {k} | {_fmt(v)} | {m} |" for k, v, m in story)]
+        [
+            "| metric | value | fraction of / meaning |",
+            "|---|---|---|",
+            *(f"| {k} | {_fmt(v)} | {m} |" for k, v, m in story),
+        ]
     )
     samples = "\n\n".join(f"**Prompt:** {s['prompt']!r}\n\n{_quote(s['story'])}" for s in run.get("samples", [])[:3])
     tokens = data["train_tokens"]
-    schedule = cfg["lr_scheduler_type"] + (f", decay over the last {cfg['decay_fraction']:.0%}" if "stable" in
-                                           cfg["lr_scheduler_type"] else "")
+    schedule = cfg["lr_scheduler_type"] + (
+        f", decay over the last {cfg['decay_fraction']:.0%}" if "stable" in cfg["lr_scheduler_type"] else ""
+    )
     return [
         f"# {name}",
-        f"A {params['total'] / 1e6:.2f}M-parameter LLaMA-style language model (GQA, SwiGLU, RoPE, RMSNorm) trained from "
-        f"scratch with tinypretrain on {data['source']}.",
+        f"A {params['total'] / 1e6:.2f}M-parameter LLaMA-style language model (GQA, SwiGLU, RoPE, RMSNorm) trained "
+        f"from scratch with tinypretrain on {data['source']}.",
         "## Results\n\n"
         + _table([(label, metrics[key]) for key, (_, label) in INDEXED_METRICS.items()], ("metric", "value"))
         + f"\n\nEach of {data['eval_texts']:,} eval texts ({data['eval']}) is scored whole, as its tokens and EOS; "
@@ -124,38 +133,69 @@ def _sections(name: str, model_id: str, record: dict[str, Any]) -> list[str]:
         + (
             f"{cfg['story_samples']} continuations of the first sentence of eval stories, sampled with seed "
             f"{cfg['seed']}, at most {cfg['story_max_new_tokens']} new tokens each.\n\n{story_table}"
-            if story else "Not computed (story_samples was 0)."
+            if story
+            else "Not computed (story_samples was 0)."
         ),
         f"## Samples\n\n{samples or 'None written (num_samples was 0).'}",
         "## Model\n\n"
-        + _table([
-            ("hidden size", model["hidden_size"]), ("layers", model["num_hidden_layers"]),
-            ("attention heads / key-value heads", f"{model['num_attention_heads']} / {model['num_key_value_heads']}"),
-            ("MLP size", model["intermediate_size"]), ("vocabulary", model["vocab_size"]),
-            ("context", model["max_position_embeddings"]), ("tied embeddings", model["tie_word_embeddings"]),
-            ("parameters", params["total"]), ("in embeddings", params["embeddings"]),
-            ("in the lm_head (0 when tied)", params["lm_head"]), ("in the body", params["body"]),
-        ], ("", "value")),
+        + _table(
+            [
+                ("hidden size", model["hidden_size"]),
+                ("layers", model["num_hidden_layers"]),
+                (
+                    "attention heads / key-value heads",
+                    f"{model['num_attention_heads']} / {model['num_key_value_heads']}",
+                ),
+                ("MLP size", model["intermediate_size"]),
+                ("vocabulary", model["vocab_size"]),
+                ("context", model["max_position_embeddings"]),
+                ("tied embeddings", model["tie_word_embeddings"]),
+                ("parameters", params["total"]),
+                ("in embeddings", params["embeddings"]),
+                ("in the lm_head (0 when tied)", params["lm_head"]),
+                ("in the body", params["body"]),
+            ],
+            ("", "value"),
+        ),
         f"## Tokenizer\n\n{run['tokenizer']['vocab_size']:,} tokens: {run['tokenizer']['origin']}.",
         "## Data\n\n"
-        + _table([
-            ("source", data["source"]), ("training split", data["train_split"]),
-            ("training texts", data["train_texts"] if data["train_texts"] is not None else "streamed"),
-            ("training tokens", tokens if tokens is not None else "streamed"),
-            ("fingerprint of the training tokens", f"`{data['fingerprint']}`" if data["fingerprint"] else "streamed"),
-            ("eval texts", f"{data['eval_texts']:,}: {data['eval']}"),
-        ], ("", "value")),
+        + _table(
+            [
+                ("source", data["source"]),
+                ("training split", data["train_split"]),
+                ("training texts", data["train_texts"] if data["train_texts"] is not None else "streamed"),
+                ("training tokens", tokens if tokens is not None else "streamed"),
+                (
+                    "fingerprint of the training tokens",
+                    f"`{data['fingerprint']}`" if data["fingerprint"] else "streamed",
+                ),
+                ("eval texts", f"{data['eval_texts']:,}: {data['eval']}"),
+            ],
+            ("", "value"),
+        ),
         "## Training\n\n"
-        + _table([
-            ("steps", metrics["train_steps"]), ("tokens seen", metrics["tokens_seen"]),
-            ("training time (s)", metrics["train_seconds"]), ("wall time (s)", metrics["wall_time_s"]),
-            ("device", run["device"]), ("precision", run["precision"]),
-            ("batch (sequences per step)", metrics["global_batch_size"]), ("sequence length", cfg["max_length"]),
-            ("packing", cfg["packing"]), ("init", cfg["init"]),
-            ("optimizer", "Muon + AdamW" if cfg["muon"] else cfg["optim"]), ("peak learning rate", cfg["learning_rate"]),
-            ("schedule", schedule), ("warmup", cfg["warmup_steps"]), ("weight decay", cfg["weight_decay"]),
-            ("time budget", cfg["max_time"] or "none"), ("final train loss", metrics["train_loss"]),
-        ], ("", "value"))
+        + _table(
+            [
+                ("steps", metrics["train_steps"]),
+                ("tokens seen", metrics["tokens_seen"]),
+                ("training time (s)", metrics["train_seconds"]),
+                ("wall time (s)", metrics["wall_time_s"]),
+                ("device", run["device"]),
+                ("precision", run["precision"]),
+                ("batch (sequences per step)", metrics["global_batch_size"]),
+                ("sequence length", cfg["max_length"]),
+                ("packing", cfg["packing"]),
+                ("init", cfg["init"]),
+                ("optimizer", "Muon + AdamW" if cfg["muon"] else cfg["optim"]),
+                ("peak learning rate", cfg["learning_rate"]),
+                ("schedule", schedule),
+                ("warmup", cfg["warmup_steps"]),
+                ("weight decay", cfg["weight_decay"]),
+                ("time budget", cfg["max_time"] or "none"),
+                ("final train loss", metrics["train_loss"]),
+            ],
+            ("", "value"),
+        )
         + "\n\n![Loss curves](loss.png)",
         "## Use it without tinypretrain\n\n```python\n"
         "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
@@ -167,6 +207,8 @@ def _sections(name: str, model_id: str, record: dict[str, Any]) -> list[str]:
         "out = model.generate(**prompt, max_new_tokens=200, do_sample=True, top_k=40, temperature=0.8)\n"
         "print(tokenizer.decode(out[0], skip_special_tokens=True))\n```",
         f"## Reproduce\n\n```bash\npip install tinypretrain=={versions['tinypretrain']}\n{run['command']}\n```\n\n"
-        + "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        + "Versions: "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + ".",
         f"## Limitations\n\n{LIMITATIONS}",
     ]

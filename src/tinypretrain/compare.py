@@ -13,9 +13,25 @@ from .artifacts import FIGURE_SOFTWARE, new_axes, save_figure
 from .card import read_run
 
 COLUMNS = (
-    "run", "preset", "parameters", "vocab_size", "max_length", "global_batch_size", "learning_rate",
-    "lr_scheduler_type", "max_time", "train_steps", "tokens_seen", "train_seconds", "eval_loss", "eval_bits_per_byte",
-    "eval_eos_rate", "eval_repeat_4gram", "eval_distinct_2", "eval_name_consistency", "eval_mean_words",
+    "run",
+    "preset",
+    "parameters",
+    "vocab_size",
+    "max_length",
+    "global_batch_size",
+    "learning_rate",
+    "lr_scheduler_type",
+    "max_time",
+    "train_steps",
+    "tokens_seen",
+    "train_seconds",
+    "eval_loss",
+    "eval_bits_per_byte",
+    "eval_eos_rate",
+    "eval_repeat_4gram",
+    "eval_distinct_2",
+    "eval_name_consistency",
+    "eval_mean_words",
 )
 
 

@@ -30,8 +30,8 @@ from .budget import (
     budget_settings,
     parse_duration,
 )
-from .collate import causal_collator
 from .card import write_model_card
+from .collate import causal_collator
 from .config import DEFAULT_CONTEXT, PRESETS, make_llama_config
 from .evaluate import STORY_METRICS
 from .model import build_model, count_parameters
@@ -204,7 +204,8 @@ def _run(
         **{name: value for name, value in final.items() if name.removeprefix("eval_") in STORY_METRICS},
     }
     if trainer.is_world_process_zero():
-        samples = write_samples(model, tokenizer, cfg.num_samples, min(200, cfg.max_length), cfg.seed, out / "samples.md")
+        sample_tokens = min(200, cfg.max_length)
+        samples = write_samples(model, tokenizer, cfg.num_samples, sample_tokens, cfg.seed, out / "samples.md")
         resolved = {**args.to_dict(), "model_config": model_config.to_dict()}
         description = {**describe_run(cfg, args, model, tokenizer, texts, train_rows), "samples": samples}
         write_run_record(out, resolved, metrics, history, description)
