@@ -144,7 +144,7 @@ def describe_run(
         "tokenizer": {
             "vocab_size": len(tokenizer),
             "origin": cfg.tokenizer
-            or f"byte-level BPE (vocab_size {cfg.vocab_size}) trained by this run on its training texts",
+            or f"byte-level BPE trained by this run on its training texts (at most {cfg.vocab_size:,} asked for)",
         },
     }
 
