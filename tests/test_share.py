@@ -15,7 +15,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
 import tinypretrain as tp
-from tinypretrain.card import INDEXED_METRICS, model_card
+from tinypretrain.card import INDEXED_METRICS, is_unedited_card, model_card
 from tinypretrain.cli import _config_from_argv, main
 from tinypretrain.compare import COLUMNS, compare, csv_table, markdown_table
 from tinypretrain.hub import PUSHED_FILES, push_run
@@ -117,6 +117,22 @@ def test_card_command_rewrites_the_card_and_refuses_a_non_run(runs, tmp_path, ca
     assert code == 1 and "no run.json" in err and len(err.strip().splitlines()) == 2
 
 
+def test_an_edited_or_foreign_card_is_never_replaced_unasked(runs, tmp_path, capsys):
+    run = Path(shutil.copytree(runs[0], tmp_path / "run"))
+    card = run / "README.md"
+    assert is_unedited_card(card)
+    card.write_text(card.read_text() + "\nMy own notes on this model.\n")
+    edited = card.read_text()
+    code, _, err = _cli(capsys, "card", run)
+    assert code == 1 and "was edited" in err and card.read_text() == edited
+    push_run(run, "me/edited", api=LocalHub(tmp_path / "hub"))  # pushed as the user left it
+    assert (tmp_path / "hub" / "me" / "edited" / "README.md").read_text() == card.read_text() == edited
+    card.write_text("# A card I wrote myself\n")
+    assert _cli(capsys, "card", run)[0] == 1 and card.read_text() == "# A card I wrote myself\n"
+    assert _cli(capsys, "card", run, "--force")[0] == 0 and is_unedited_card(card)
+    assert ModelCard.load(card).data.eval_results
+
+
 def test_compare_tables_and_plot(runs, tmp_path):
     rows = compare(runs, plot=tmp_path / "cmp.png")
     assert [r["train_steps"] for r in rows] == [6, 9]
@@ -140,6 +156,10 @@ def test_compare_cli_prints_csv_and_never_replaces_a_foreign_file(runs, tmp_path
     code, _, err = _cli(capsys, "compare", *runs, "--plot", tmp_path / "mine.png")
     assert code == 1 and "not a figure tinypretrain wrote" in err
     assert (tmp_path / "mine.png").read_bytes() == b"\x89PNG user's own picture"
+    card = Path(runs[0]) / "README.md"  # written by tinypretrain, and names it, but not a figure
+    before = card.read_bytes()
+    code, _, err = _cli(capsys, "compare", *runs, "--plot", card)
+    assert code == 1 and "not a figure tinypretrain wrote" in err and card.read_bytes() == before
 
 
 class LocalHub:

@@ -73,6 +73,13 @@ def save_figure(fig: Any, path: Path) -> None:
     atomic_write_bytes(path, png.getvalue())
 
 
+def is_our_figure(path: Path) -> bool:
+    """Whether ``path`` is a PNG that ``save_figure`` wrote (so it may be replaced): the PNG signature and our
+    Software text chunk, not merely the word "tinypretrain" (a model card holds that too)."""
+    head = path.read_bytes()[:4096]
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00" + FIGURE_SOFTWARE.encode() in head
+
+
 def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
     """Train and eval loss against steps, as a PNG."""
     train = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]

@@ -3,7 +3,10 @@ run.json alone, so it never disagrees with the run."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +87,42 @@ def model_card(run_dir: str | Path, repo_id: str | None = None) -> ModelCard:
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}\n")
 
 
-def write_model_card(run_dir: str | Path, repo_id: str | None = None) -> Path:
-    """Write (or rewrite) ``README.md`` in a finished run folder; returns its path."""
+# The card's last line: the hash of the text above it, so a card the user edited (or wrote) is never replaced unasked.
+STAMP = re.compile(r"<!-- written by tinypretrain; sha256 of the text above: ([0-9a-f]{64}) -->")
+
+
+def is_unedited_card(path: str | Path) -> bool:
+    """Whether ``path`` is a card ``write_model_card`` wrote and nobody has changed since."""
+    body, _, last = Path(path).read_text(encoding="utf-8", errors="replace").rstrip("\n").rpartition("\n")
+    match = STAMP.fullmatch(last)
+    return bool(match) and match.group(1) == hashlib.sha256(body.encode()).hexdigest()
+
+
+def write_model_card(run_dir: str | Path, repo_id: str | None = None, *, replace_edited: bool = False) -> Path:
+    """Write (or rewrite) ``README.md`` in a finished run folder; returns its path. A README.md that tinypretrain
+    did not write, or that was edited since, is replaced only with ``replace_edited`` (one-line error otherwise)."""
     path = Path(run_dir) / "README.md"
-    atomic_write_text(path, str(model_card(run_dir, repo_id)))
+    text = str(model_card(run_dir, repo_id))
+    if path.exists() and not replace_edited and not is_unedited_card(path):
+        raise ValueError(
+            f"{path} was edited, or not written by tinypretrain; move it aside or pass --force to replace it."
+        )
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    atomic_write_text(path, f"{text}\n<!-- written by tinypretrain; sha256 of the text above: {digest} -->\n")
     return path
+
+
+def refresh_model_card(run_dir: str | Path, repo_id: str | None = None) -> bool:
+    """Rewrite the card unless the user edited it, which is kept with a warning (what a finished run and ``push``
+    do); True when it was rewritten."""
+    path = Path(run_dir) / "README.md"
+    if path.exists() and not is_unedited_card(path):
+        logging.getLogger("tinypretrain").warning(
+            "%s was edited after tinypretrain wrote it: kept as it is (`tinypretrain card --force` rewrites it).", path
+        )
+        return False
+    write_model_card(run_dir, repo_id)
+    return True
 
 
 def _table(rows: list[tuple[str, Any]], head: tuple[str, str]) -> str:

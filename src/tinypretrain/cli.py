@@ -151,7 +151,7 @@ def _eval(args: argparse.Namespace) -> None:
 def _card(args: argparse.Namespace) -> None:
     from .card import write_model_card
 
-    print(f"Wrote {write_model_card(args.run_dir)}")
+    print(f"Wrote {write_model_card(args.run_dir, replace_edited=args.force)}")
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -214,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     card = sub.add_parser("card", help="Write (or rewrite) a finished run's model card, README.md, from its run.json.")
     card.add_argument("run_dir")
+    card.add_argument("--force", action="store_true", help="Replace a README.md that was edited or not ours.")
 
     cmp = sub.add_parser("compare", help="Finished runs side by side: a table of settings and metrics, and a plot.")
     cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .artifacts import FIGURE_SOFTWARE, new_axes, save_figure
+from .artifacts import is_our_figure, new_axes, save_figure
 from .card import read_run
 
 COLUMNS = (
@@ -76,7 +76,7 @@ def eval_curve(run_dir: str | Path) -> list[dict[str, float]]:
 def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
     """Overlay each run's eval bits/byte against tokens (left) and training seconds (right) in one PNG. Refuses to
     replace a file that is not a tinypretrain figure."""
-    if path.exists() and FIGURE_SOFTWARE.encode() not in path.read_bytes()[:4096]:
+    if path.exists() and not is_our_figure(path):
         raise ValueError(f"{path} exists and is not a figure tinypretrain wrote; pass another --plot path.")
     fig, (by_tokens, by_seconds) = new_axes(ncols=2)
     for name, points in curves.items():

@@ -58,12 +58,12 @@ PUSH_IGNORED = ["*/*"]  # top-level files only: the patterns' "*" also matches c
 def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, token: str | None = None,
              api: Any = None) -> str:
     """Upload a finished run folder's ``PUSHED_FILES`` to the hub model repo ``repo_id`` (created if needed) with
-    ``huggingface_hub.HfApi.upload_folder``, after rewriting its card to load from ``repo_id``; returns the commit
-    URL. ``api`` replaces ``HfApi(token=token)`` (tests pass a local stand-in, as the hub can't be reached there)."""
+    ``huggingface_hub.HfApi.upload_folder``, after rewriting its card to load from ``repo_id`` (a card the user
+    edited is pushed as it is); returns the commit URL. ``api`` replaces ``HfApi(token=token)`` (tests pass a local stand-in, as the hub can't be reached there)."""
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
-    from .card import write_model_card
+    from .card import refresh_model_card
 
     if not (Path(run_dir) / "model.safetensors").exists() and not any(Path(run_dir).glob("*.safetensors")):
         raise ValueError(f"{run_dir} holds no final model (*.safetensors); pass the output_dir of a finished run.")
@@ -76,7 +76,7 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, token:
         if host:
             raise ValueError(f"The hub ({host}) cannot be reached (no network?); push again when you are online.")
         api = HfApi(token=token)
-    write_model_card(run_dir, repo_id)
+    refresh_model_card(run_dir, repo_id)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         commit = api.upload_folder(repo_id=repo_id, folder_path=str(run_dir), allow_patterns=PUSHED_FILES,

@@ -30,7 +30,7 @@ from .budget import (
     budget_settings,
     parse_duration,
 )
-from .card import write_model_card
+from .card import refresh_model_card
 from .collate import causal_collator
 from .config import DEFAULT_CONTEXT, PRESETS, make_llama_config
 from .evaluate import STORY_METRICS
@@ -209,7 +209,7 @@ def _run(
         resolved = {**args.to_dict(), "model_config": model_config.to_dict()}
         description = {**describe_run(cfg, args, model, tokenizer, texts, train_rows), "samples": samples}
         write_run_record(out, resolved, metrics, history, description)
-        write_model_card(out)
+        refresh_model_card(out)
     return PretrainResult(model=model, tokenizer=tokenizer, output_dir=out, metrics=metrics)
 
 
