@@ -63,6 +63,33 @@ def test_truncate_without_eos_and_as_dataset_map(tokenizer, stories):
     assert len(mapped) > 50 and max(len(x) for x in mapped["input_ids"]) == 16
 
 
+def test_cutting_long_texts_does_not_warn_about_the_tokenizers_length(stories):
+    """Texts longer than the tokenizer's model_max_length are cut by design (split rows, scored or generated within
+    the model's longer context), so transformers' "indexing errors" warning would only alarm the user."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    model = tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                num_key_value_heads=1, vocab_size=320, max_position_embeddings=512))
+    calls = {
+        "tokenize_truncate": lambda tok: tp.tokenize_truncate({"text": stories[:3]}, tok, max_length=8,
+                                                              overflow="split"),
+        "evaluate": lambda tok: tp.evaluate(model, tok, stories[:2]),
+        "generate": lambda tok: tp.generate(model, tok, stories[0][:200], max_new_tokens=2, seed=0),
+    }
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    hf_logging.add_handler(handler)
+    try:
+        for name, call in calls.items():  # a fresh tokenizer each: transformers warns once per tokenizer
+            call(tp.train_tokenizer(stories[:200], vocab_size=300, model_max_length=8))
+            assert not [r for r in records if "Token indices" in r.getMessage()], name
+    finally:
+        hf_logging.remove_handler(handler)
+
+
 def test_truncate_errors(tokenizer):
     with pytest.raises(ValueError, match="max_length must be >= 2"):
         tp.tokenize_truncate({"text": ["a"]}, tokenizer, max_length=1)

@@ -256,7 +256,8 @@ def tokenize_truncate(
         raise ValueError(
             "The tokenizer has no EOS token; set one (tokenizer.eos_token = '</s>') or pass add_eos=False."
         )
-    encoded = tokenizer(_texts(batch, text_column), add_special_tokens=False)["input_ids"]
+    # verbose=False: no "longer than the maximum sequence length" warning, as the rows are cut to max_length below.
+    encoded = tokenizer(_texts(batch, text_column), add_special_tokens=False, verbose=False)["input_ids"]
     tail = [eos] if add_eos else []
     if overflow == "split":
         examples = []

@@ -51,7 +51,8 @@ def evaluate(
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("The tokenizer has no EOS token; evaluation scores each text followed by EOS.")
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    # verbose=False: texts past the tokenizer's training length are fine up to the model's context, cut below.
+    encoded = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
     examples, n_bytes = [], 0
     for text, ids in zip(texts, encoded):
         ids = ids + [eos]

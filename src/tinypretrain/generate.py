@@ -68,7 +68,9 @@ def continue_prompts(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     if eos is None:
         raise ValueError("The tokenizer has no EOS token; generation could not stop.")
-    rows = [([eos] if prepend_eos else []) + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    # verbose=False: a prompt may pass the tokenizer's training length (model_max_length); the model's context is longer.
+    ids = [tokenizer(p, add_special_tokens=False, verbose=False)["input_ids"] for p in prompts]
+    rows = [([eos] if prepend_eos else []) + row for row in ids]
     if any(not row for row in rows):
         raise ValueError("An empty prompt needs prepend_eos=True (there is no token to start from).")
     batch = causal_collator(pad_token_id=pad, padding_side="left")([{"input_ids": r} for r in rows])

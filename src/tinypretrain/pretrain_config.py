@@ -10,6 +10,7 @@ import difflib
 import functools
 import inspect
 import json
+import re
 import types
 import typing
 from contextlib import contextmanager
@@ -230,6 +231,8 @@ class PretrainConfig(TrainingArguments):
                 problems.append(str(err))
             if self.lr_scheduler_type not in TIME_SCHEDULES:
                 problems.append(f"with max_time, lr_scheduler_type must be one of {', '.join(TIME_SCHEDULES)}")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", self.license):  # the hub refuses a card with any other license
+            problems.append(f"license must be a hub license id such as apache-2.0, mit or other, got {self.license!r}")
         if not 0 <= self.decay_fraction <= 1:
             problems.append(f"decay_fraction must be between 0 and 1, got {self.decay_fraction}")
         if self.torch_compile is False and self.torch_compile_mode is not None:
