@@ -156,10 +156,27 @@ def test_compare_cli_prints_csv_and_never_replaces_a_foreign_file(runs, tmp_path
     code, _, err = _cli(capsys, "compare", *runs, "--plot", tmp_path / "mine.png")
     assert code == 1 and "not a figure tinypretrain wrote" in err
     assert (tmp_path / "mine.png").read_bytes() == b"\x89PNG user's own picture"
-    card = Path(runs[0]) / "README.md"  # written by tinypretrain, and names it, but not a figure
-    before = card.read_bytes()
+    card = tmp_path / "card.png"  # names tinypretrain, but is not a figure it wrote
+    card.write_bytes((Path(runs[0]) / "README.md").read_bytes())
     code, _, err = _cli(capsys, "compare", *runs, "--plot", card)
-    assert code == 1 and "not a figure tinypretrain wrote" in err and card.read_bytes() == before
+    assert code == 1 and "not a figure tinypretrain wrote" in err
+    assert card.read_bytes() == (Path(runs[0]) / "README.md").read_bytes()
+
+
+def test_compare_names_a_damaged_log_and_a_plot_path_that_is_not_a_png(runs, tmp_path, capsys):
+    damaged = Path(shutil.copytree(runs[1], tmp_path / "damaged"))
+    with open(damaged / "metrics.jsonl", "a") as log:
+        log.write('{"step": 9, "eval_bits')
+    for run, message in ((damaged, "metrics.jsonl line"), (tmp_path, "no run.json")):
+        code, _, err = _cli(capsys, "compare", runs[0], run, "--plot", tmp_path / "c.png")
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 2
+    (damaged / "metrics.jsonl").unlink()
+    code, _, err = _cli(capsys, "compare", runs[0], damaged, "--plot", tmp_path / "c.png")
+    assert code == 1 and "metrics.jsonl is missing" in err
+    for plot in (tmp_path / "c.jpg", tmp_path):
+        code, _, err = _cli(capsys, "compare", *runs, "--plot", plot)
+        assert code == 1 and "ending in .png" in err
+    assert not (tmp_path / "c.jpg").exists() and not (tmp_path / "c.png").exists()
 
 
 class LocalHub:
@@ -211,3 +228,5 @@ def test_push_fails_fast_with_one_line_offline_or_logged_out(runs, tmp_path, cap
     assert code == 1 and "cannot be reached" in err and len(err.strip().splitlines()) == 2  # error + --debug hint
     code, _, err = _cli(capsys, "push", tmp_path, "--repo_id", "me/tiny")
     assert code == 1 and "no final model" in err
+    code, _, err = _cli(capsys, "push", runs[0], "--repo_id", "me/tiny stories")  # checked before anything else
+    assert code == 1 and "--repo_id: Repo id must use alphanumeric chars" in err

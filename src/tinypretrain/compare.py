@@ -60,7 +60,6 @@ def eval_curve(run_dir: str | Path) -> list[dict[str, float]]:
     """The run's evaluations in order: ``tokens``, ``seconds`` (training time) and ``bits_per_byte`` at each."""
     record = read_run(run_dir)
     tokens_per_step = record["metrics"]["tokens_seen"] / max(record["metrics"]["train_steps"], 1)
-    lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     return [
         {
             # Runs before tinypretrain logged tokens with evaluations: the run's average tokens per step.
@@ -68,14 +67,28 @@ def eval_curve(run_dir: str | Path) -> list[dict[str, float]]:
             "seconds": log.get("train_seconds"),
             "bits_per_byte": log["eval_bits_per_byte"],
         }
-        for log in map(json.loads, lines)
+        for log in _read_log(Path(run_dir) / "metrics.jsonl")
         if "eval_bits_per_byte" in log
     ]
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise ValueError(f"{path} is missing; the plot needs every run's log (put it back, or leave that run out).")
+    logs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            logs.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} line {number} is not valid JSON ({err}); it was changed after the run.") from None
+    return logs
 
 
 def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
     """Overlay each run's eval bits/byte against tokens (left) and training seconds (right) in one PNG. Refuses to
     replace a file that is not a tinypretrain figure."""
+    if path.suffix.lower() != ".png" or path.is_dir():
+        raise ValueError(f"The plot is a PNG: pass a file path ending in .png, not {str(path)!r}.")
     if path.exists() and not is_our_figure(path):
         raise ValueError(f"{path} exists and is not a figure tinypretrain wrote; pass another --plot path.")
     fig, (by_tokens, by_seconds) = new_axes(ncols=2)

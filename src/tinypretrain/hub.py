@@ -62,11 +62,16 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, token:
     edited is pushed as it is); returns the commit URL. ``api`` replaces ``HfApi(token=token)`` (tests pass a local stand-in, as the hub can't be reached there)."""
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     from .card import refresh_model_card
 
     if not (Path(run_dir) / "model.safetensors").exists() and not any(Path(run_dir).glob("*.safetensors")):
         raise ValueError(f"{run_dir} holds no final model (*.safetensors); pass the output_dir of a finished run.")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"--repo_id: {err}".replace("\n", " ")) from None
     if api is None:
         if _offline_mode():
             raise ValueError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it to upload.")
