@@ -76,7 +76,8 @@ def save_figure(fig: Any, path: Path) -> None:
 def is_our_figure(path: Path) -> bool:
     """Whether ``path`` is a PNG that ``save_figure`` wrote (so it may be replaced): the PNG signature and our
     Software text chunk, not merely the word "tinypretrain" (a model card holds that too)."""
-    head = path.read_bytes()[:4096]
+    with path.open("rb") as handle:
+        head = handle.read(4096)
     return head.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00" + FIGURE_SOFTWARE.encode() in head
 
 

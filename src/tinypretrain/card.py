@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -87,15 +86,16 @@ def model_card(run_dir: str | Path, repo_id: str | None = None) -> ModelCard:
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}\n")
 
 
-# The card's last line: the hash of the text above it, so a card the user edited (or wrote) is never replaced unasked.
-STAMP = re.compile(r"<!-- written by tinypretrain; sha256 of the text above: ([0-9a-f]{64}) -->")
+def _stamp(text: str) -> str:
+    """The card's last line: the hash of the text above it, so a card the user edited (or wrote) is never replaced
+    unasked. An HTML comment: the hub does not show it."""
+    return f"<!-- written by tinypretrain; sha256 of the text above: {hashlib.sha256(text.encode()).hexdigest()} -->"
 
 
 def is_unedited_card(path: str | Path) -> bool:
     """Whether ``path`` is a card ``write_model_card`` wrote and nobody has changed since."""
     body, _, last = Path(path).read_text(encoding="utf-8", errors="replace").rstrip("\n").rpartition("\n")
-    match = STAMP.fullmatch(last)
-    return bool(match) and match.group(1) == hashlib.sha256(body.encode()).hexdigest()
+    return last == _stamp(body)
 
 
 def write_model_card(run_dir: str | Path, repo_id: str | None = None, *, replace_edited: bool = False) -> Path:
@@ -107,8 +107,7 @@ def write_model_card(run_dir: str | Path, repo_id: str | None = None, *, replace
         raise ValueError(
             f"{path} was edited, or not written by tinypretrain; move it aside or pass --force to replace it."
         )
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    atomic_write_text(path, f"{text}\n<!-- written by tinypretrain; sha256 of the text above: {digest} -->\n")
+    atomic_write_text(path, f"{text}\n{_stamp(text)}\n")
     return path
 
 
@@ -121,7 +120,7 @@ def refresh_model_card(run_dir: str | Path, repo_id: str | None = None) -> bool:
             "%s was edited after tinypretrain wrote it: kept as it is (`tinypretrain card --force` rewrites it).", path
         )
         return False
-    write_model_card(run_dir, repo_id)
+    write_model_card(run_dir, repo_id, replace_edited=True)  # checked just above
     return True
 
 

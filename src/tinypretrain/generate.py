@@ -68,7 +68,7 @@ def continue_prompts(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     if eos is None:
         raise ValueError("The tokenizer has no EOS token; generation could not stop.")
-    # verbose=False: a prompt may pass the tokenizer's training length (model_max_length); the model's context is longer.
+    # verbose=False: a prompt may pass the tokenizer's training length; the model's context is longer.
     ids = [tokenizer(p, add_special_tokens=False, verbose=False)["input_ids"] for p in prompts]
     rows = [([eos] if prepend_eos else []) + row for row in ids]
     if any(not row for row in rows):

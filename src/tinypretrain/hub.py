@@ -59,7 +59,8 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, token:
              api: Any = None) -> str:
     """Upload a finished run folder's ``PUSHED_FILES`` to the hub model repo ``repo_id`` (created if needed) with
     ``huggingface_hub.HfApi.upload_folder``, after rewriting its card to load from ``repo_id`` (a card the user
-    edited is pushed as it is); returns the commit URL. ``api`` replaces ``HfApi(token=token)`` (tests pass a local stand-in, as the hub can't be reached there)."""
+    edited is pushed as it is); returns the commit URL. ``api`` replaces ``HfApi(token=token)`` (tests pass a local
+    stand-in, as the hub can't be reached there)."""
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import HFValidationError, validate_repo_id
