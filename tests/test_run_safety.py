@@ -57,6 +57,16 @@ def test_tokenizer_train_refuses_foreign_folders_and_files(tmp_path, capsys):
                      "--output", str(tmp_path / "tok")]) == 0
 
 
+def test_a_run_that_fails_at_once_leaves_no_empty_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    for output_dir in ([], ["--output_dir", "new/run"], ["--output_dir", "mine"]):
+        assert main(["train", *TINY, "--max_steps", "2", *output_dir, "--report_to", "no_such_logger"]) == 1
+    assert not list((tmp_path / "runs").iterdir()) and not (tmp_path / "new" / "run").exists()
+    assert kept.is_dir()  # made by the user, not by the run: stays
+
+
 @pytest.mark.slow
 def test_overwrite_keeps_the_old_run_until_the_new_one_has_its_model(tmp_path):
     out = tmp_path / "run"

@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from accelerate import PartialState
@@ -42,9 +42,11 @@ def _is_run_file(name: str) -> bool:
 @contextmanager
 def locked(out: Path) -> Iterator[None]:
     """Hold ``out``'s lock for the block: a second run into the same folder fails, naming the first one's PID. A lock
-    left by a killed run (its PID is gone) is taken over."""
+    left by a killed run (its PID is gone) is taken over. A folder made here that the run left empty (it failed before
+    writing anything) is removed again."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir {out} is an existing file; pass a directory path.")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     lock = out / LOCK
     for _ in range(2):
@@ -67,6 +69,9 @@ def locked(out: Path) -> Iterator[None]:
         yield
     finally:
         lock.unlink(missing_ok=True)
+        if created and not any(out.iterdir()):
+            with suppress(OSError):  # another run may have just taken the folder
+                out.rmdir()
 
 
 def _lock_owner(lock: Path) -> int | None:
