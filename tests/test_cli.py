@@ -5,7 +5,7 @@ import pytest
 
 import tinypretrain as tp
 from tinypretrain.artifacts import reproduce_command
-from tinypretrain.cli import _config_from_argv, main
+from tinypretrain.cli import main, train_config
 
 
 @pytest.mark.slow
@@ -73,10 +73,10 @@ def test_damaged_weights_are_one_line(tmp_path, capsys):
 
 
 def test_fields_that_allow_none_take_it_on_the_command_line():
-    cfg = _config_from_argv(["--max_eval_samples", "None", "--eval_split", "null", "--report_to", "none"], "t", "")
+    cfg = train_config(["--max_eval_samples", "None", "--eval_split", "null", "--report_to", "none"])
     assert cfg.max_eval_samples is None and cfg.eval_split is None and cfg.report_to == []
     with pytest.raises(SystemExit):  # a field that does not allow None still refuses the word
-        _config_from_argv(["--max_length", "None"], "t", "")
+        train_config(["--max_length", "None"])
 
 
 @pytest.mark.parametrize("fields", [
@@ -90,4 +90,4 @@ def test_reproduce_command_parses_back_to_the_same_config(fields):
     cfg = tp.PretrainConfig.from_dict({"output_dir": "/tmp/o", **fields})
     argv = shlex.split(reproduce_command(cfg))
     assert argv[:2] == ["tinypretrain", "train"]
-    assert _config_from_argv([*argv[2:], "--output_dir", "/tmp/o"], "t", "").to_fields() == cfg.to_fields()
+    assert train_config([*argv[2:], "--output_dir", "/tmp/o"]).to_fields() == cfg.to_fields()

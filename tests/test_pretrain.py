@@ -190,7 +190,7 @@ def test_streaming_run(tmp_path):
 
 
 def test_device_rules(monkeypatch):
-    from tinypretrain.train import device_training_args as _device_defaults
+    from tinypretrain.settings import device_training_args as _device_defaults
 
     cpu = _device_defaults(PretrainConfig())
     assert (cpu["bf16"], cpu["fp16"], cpu["torch_compile"], cpu["per_device_train_batch_size"]) == (False, False, False, 8)
@@ -264,9 +264,12 @@ def _applies_seed(cfg, **kept):
 def test_recipe_applies_on_every_construction_path(tmp_path, monkeypatch):
     plain = PretrainConfig(max_steps=5)
     _applies_seed(PretrainConfig(recipe="seed", max_steps=5), max_steps=5)
-    _applies_seed(dataclasses.replace(plain, recipe="seed"), max_steps=5)
-    _applies_seed(PretrainConfig.from_dict({**dataclasses.asdict(plain), "recipe": "seed"}), max_steps=5)
+    _applies_seed(PretrainConfig.from_dict({"recipe": "seed", "max_steps": 5}), max_steps=5)
     _applies_seed(plain.updated(recipe="seed"), max_steps=5)
+    # a full copy (dataclasses.replace, every field in a dict) gives every value, so the recipe fills nothing
+    copied = dataclasses.replace(plain, recipe="seed")
+    assert copied.recipe == "seed" and copied.learning_rate == plain.learning_rate
+    assert set(copied.sources.values()) == {"explicit"}
     (tmp_path / "c.yaml").write_text("recipe: seed\nmax_steps: 5\n")
     _applies_seed(PretrainConfig.from_file(tmp_path / "c.yaml"), max_steps=5)
     # a resolved recipe config survives a round trip, with the fields you changed

@@ -16,7 +16,7 @@ from huggingface_hub.utils import filter_repo_objects
 
 import tinypretrain as tp
 from tinypretrain.card import INDEXED_METRICS, is_unedited_card, model_card
-from tinypretrain.cli import _config_from_argv, main
+from tinypretrain.cli import main, train_config
 from tinypretrain.compare import COLUMNS, compare, csv_table, markdown_table
 from tinypretrain.hub import PUSHED_FILES, push_run
 from tinypretrain.trainer import STORY_METRICS
@@ -102,7 +102,7 @@ def test_the_cards_reproduce_command_rebuilds_the_config(runs):
     record = json.loads((runs[0] / "run.json").read_text())
     argv = shlex.split(record["run"]["command"])
     assert argv[:2] == ["tinypretrain", "train"]
-    rebuilt = _config_from_argv(argv[2:], "t", "").to_fields()
+    rebuilt = train_config(argv[2:]).to_fields()
     original = tp.PretrainConfig(max_steps=6, **TINY).to_fields()
     assert {k: v for k, v in rebuilt.items() if k != "output_dir"} == {
         k: v for k, v in original.items() if k != "output_dir"

@@ -21,6 +21,7 @@ from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .model import count_parameters
 from .pretrain_config import PretrainConfig
 from .run_data import RunTexts
+from .settings import NOT_REPRODUCED
 
 FIGURE_SOFTWARE = "tinypretrain"  # in every PNG we write, so a figure we may replace can be told from a user's file
 SAMPLE_PROMPTS = ("", "Once upon a time", "One day, a little girl named Lily", "Tom and his dog")
@@ -115,27 +116,26 @@ def versions() -> dict[str, str]:
 
 
 def write_run_record(
-    out: Path, config: dict[str, Any], metrics: dict[str, Any], history: list[dict], description: dict[str, Any]
+    out: Path, settings: dict[str, Any], metrics: dict[str, Any], history: list[dict], description: dict[str, Any]
 ) -> None:
-    """run.json (resolved config, versions, metrics, the run's description), metrics.jsonl (every log line) and
-    loss.png."""
+    """run.json (``settings``: the resolved config, its sources, fingerprint and compute; then versions, metrics and
+    the run's description), metrics.jsonl (every log line) and loss.png."""
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     plot_losses(history, out / "loss.png")
-    record = {"config": config, "versions": versions(), "metrics": metrics, "run": description}
+    record = {**settings, "versions": versions(), "metrics": metrics, "run": description}
     atomic_write_json(out / "run.json", record)
 
 
-def describe_run(
-    cfg: PretrainConfig, args: PretrainConfig, model: PreTrainedModel, tokenizer: Any, texts: RunTexts, rows: Any
-) -> dict[str, Any]:
+def describe_run(cfg: PretrainConfig, model: PreTrainedModel, tokenizer: Any, texts: RunTexts, rows: Any
+                 ) -> dict[str, Any]:
     """What a model card says about a run beyond its config: the command, device, parameters, data and tokenizer."""
     params = count_parameters(model)
     tokens, fingerprint = token_fingerprint(rows) if isinstance(rows, Dataset) else (None, None)  # a stream: unknown
     cuda = torch.cuda.is_available()
     return {
         "command": reproduce_command(cfg),
-        "device": f"{args.world_size} x {torch.cuda.get_device_name() if cuda else 'CPU'}",
-        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "device": f"{cfg.world_size} x {torch.cuda.get_device_name() if cuda else 'CPU'}",
+        "precision": "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32",
         "parameters": {"total": params.total, "embeddings": params.embeddings, "lm_head": params.lm_head,
                        "body": params.body},
         "data": {
@@ -157,17 +157,12 @@ def describe_run(
     }
 
 
-# Where a run writes, not what it trains: a reproduction picks its own folder.
-NOT_REPRODUCED = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_dir", "recipe")
-
-
 def reproduce_command(cfg: PretrainConfig) -> str:
-    """The ``tinypretrain train`` command that builds ``cfg`` again: its recipe, then every field whose value differs
-    from what the recipe and the defaults give."""
-    baseline = PretrainConfig.from_dict({"recipe": cfg.recipe, "output_dir": cfg.output_dir}).to_fields()
+    """The ``tinypretrain train`` command that builds ``cfg`` again: its recipe, every training field you gave, and
+    the budget's choices (they depend on the device). Fields left to the device and the defaults stay so."""
     words = ["tinypretrain", "train", *(["--recipe", cfg.recipe] if cfg.recipe else [])]
     for name, value in cfg.to_fields().items():
-        if name not in NOT_REPRODUCED and value != baseline[name]:
+        if name not in NOT_REPRODUCED and cfg.sources.get(name) in ("explicit", "budget"):
             words += [f"--{name}", *_flag_text(value)]
     return shlex.join(words)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import functools
+import dataclasses
+import difflib
 import json
 import logging
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -17,8 +19,8 @@ from transformers import HfArgumentParser
 
 from . import train as training
 from .budget import TrainingInterrupted
-from .pretrain_config import PretrainConfig, nullable, read_config_file, recipe_merged
-from .recipes import RECIPES
+from .pretrain_config import PretrainConfig, nullable, read_config_file
+from .settings import resolve_settings, settings_table
 from .trainer import TrainingDivergedError
 
 # Errors users cause and can fix (bad input, missing files, a full disk, divergence, too big a batch): one line.
@@ -46,53 +48,90 @@ def _load_model(model_dir: str):
     return model, load_tokenizer(model_dir)
 
 
-def _config_from_argv(argv: list[str], prog: str, description: str) -> PretrainConfig:
-    """A PretrainConfig from ``[config.yaml] [--field value ...]``."""
-    parser = HfArgumentParser(PretrainConfig, prog=prog, description=description)
-    _accept_none(parser)
-    config_file = argv[0] if argv and not argv[0].startswith("-") else None
-    flags = argv[1:] if config_file else argv
-    # Precedence: flags > config file > recipe > defaults, merged exactly: the recipe's and the file's values become
-    # the parser's defaults, so a flag always wins, even one that sets a field to the library default.
-    from_file = read_config_file(config_file) if config_file else {}
-    recipe = _flag_value(flags, "recipe") or from_file.get("recipe")
-    merged = {**RECIPES.get(recipe, {}), **from_file}
-    if merged:
-        typed = PretrainConfig.from_dict({**merged, "recipe": None}, source=config_file or "--recipe").to_fields()
-        parser.set_defaults(**{k: json.dumps(typed[k]) if isinstance(typed[k], dict) else typed[k] for k in merged})
-        parser.set_defaults(recipe=recipe)
-    with recipe_merged():
-        (cfg,) = parser.parse_args_into_dataclasses(args=flags)
-    return cfg
+_UNSET = object()
 
 
-def _accept_none(parser: argparse.ArgumentParser) -> None:
-    """Let ``--field None`` (or ``null``) set a field that accepts None to None, as YAML and Python can:
+def _config_parser(prog: str, description: str) -> HfArgumentParser:
+    """Every PretrainConfig field as a flag, plus an optional config file anywhere among them."""
+    parser = HfArgumentParser(PretrainConfig, prog=prog, description=description, allow_abbrev=False)
+    parser.add_argument("config_file", nargs="?", default=None, help="A YAML/JSON file of fields; flags override it.")
+    return parser
+
+
+def _config_from_argv(parser: HfArgumentParser, argv: list[str]) -> tuple[PretrainConfig, argparse.Namespace]:
+    """A PretrainConfig from ``[config.yaml] [--field value ...]`` (given: the file's keys, then the flags), and the
+    parsed namespace for the command's own flags."""
+    argv, nones = _take_nones(argv)
+    # argparse fills a namespace attribute only when it is absent: pre-set, a flag not typed keeps _UNSET.
+    names = [f.name for f in dataclasses.fields(PretrainConfig) if f.init]
+    namespace, unknown = parser.parse_known_args(argv, namespace=argparse.Namespace(**dict.fromkeys(names, _UNSET)))
+    if unknown:
+        raise ValueError(_unknown_flags(parser, unknown))
+    flags = {**{k: v for k, v in vars(namespace).items() if k in names and v is not _UNSET}, **nones}
+    from_file = read_config_file(namespace.config_file) if namespace.config_file else {}
+    cfg = PretrainConfig.from_dict({**from_file, **flags}, source=namespace.config_file or "flags")
+    return cfg, namespace
+
+
+def _take_nones(argv: list[str]) -> tuple[list[str], dict[str, None]]:
+    """Pull ``--field None`` (or ``null``) out of ``argv`` for fields that accept None, as YAML and Python can:
     HfArgumentParser types an ``int | None`` flag as int, which rejects the word."""
-    for action in parser._actions:  # argparse's list of arguments; it has no public accessor
-        if action.type is not None and action.dest in PretrainConfig.__dataclass_fields__ and nullable(action.dest):
-            action.type = functools.partial(_none_or, action.type)
+    rest, nones, i = [], {}, 0
+    while i < len(argv):
+        name, eq, value = argv[i].removeprefix("--").partition("=")
+        if not eq and i + 1 < len(argv):
+            value = argv[i + 1]
+        if argv[i].startswith("--") and name in PretrainConfig.__dataclass_fields__ and nullable(name) and \
+                value in ("None", "null"):
+            nones[name] = None
+            i += 1 if eq else 2
+            continue
+        rest.append(argv[i])
+        i += 1
+    return rest, nones
 
 
-def _none_or(kind: Any, text: str) -> Any:
-    return None if text in ("None", "null") else kind(text)
+def _unknown_flags(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
+    flags = [flag for flag in unknown if flag.startswith("-")] or unknown
+    known = [o for o in parser.format_usage().replace("[", " ").replace("]", " ").split() if o.startswith("--")]
+    hints = []
+    for flag in flags:
+        close = difflib.get_close_matches(flag.split("=")[0], known, n=1)
+        hints.append(f"{flag} (did you mean {close[0]}?)" if close else flag)
+    return f"unrecognized arguments: {', '.join(hints)}; see --help for the valid flags."
+
+
+def _train_parser() -> HfArgumentParser:
+    parser = _config_parser(
+        "tinypretrain train",
+        "Pretrain a tiny LLaMA. With no arguments: the built-in story corpus, a CPU-sized model, a few minutes. "
+        "An optional argument is a YAML/JSON file of these fields; flags override it.",
+    )
+    parser.add_argument("--print_config", action="store_true",
+                        help="Print every resolved setting with its source (explicit, recipe, budget, device, default) "
+                        "and exit; nothing is written.")
+    return parser
+
+
+def train_config(argv: list[str]) -> PretrainConfig:
+    """The PretrainConfig that ``tinypretrain train ARGV`` trains with, before the device's choices."""
+    return _config_from_argv(_train_parser(), argv)[0]
 
 
 def _train(argv: list[str]) -> None:
-    cfg = _config_from_argv(
-        argv,
-        "tinypretrain train",
-        "Pretrain a tiny LLaMA. With no arguments: the built-in story corpus, a CPU-sized model, a few minutes. "
-        "An optional first argument is a YAML/JSON file of these fields; flags override it.",
-    )
+    cfg, namespace = _config_from_argv(_train_parser(), argv)
+    if namespace.print_config:
+        print(settings_table(resolve_settings(cfg)))
+        return
     result = training.pretrain(cfg)
     if not PartialState().is_main_process:  # under torchrun/accelerate, rank 0 reports
         return
     m = result.metrics
     print(f"\nModel and tokenizer saved to {result.output_dir}")
     print(
-        f"eval loss {m['eval_loss']:.3f} | bits/byte {m['eval_bits_per_byte']:.3f} | "
-        f"{m['tokens_seen']:,} tokens at {m['train_tokens_per_s']:,.0f} tok/s | wall {m['wall_time_s']:.0f}s"
+        f"eval loss {m['eval_loss']:.3f} | bits/byte {m['eval_bits_per_byte']:.3f} | {m['tokens_seen']:,} tokens in "
+        f"{m['train_seconds']:.0f}s of training at {m['train_tokens_per_s']:,.0f} tok/s | wall {m['wall_time_s']:.0f}s, "
+        f"of which {m['outside_training_s']:.0f}s outside training (data, evaluations, saves, records)"
     )
     print(f"\n{(result.output_dir / 'samples.md').read_text(encoding='utf-8')}")
 
@@ -100,23 +139,12 @@ def _train(argv: list[str]) -> None:
 def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
     from .sweep import sweep
 
-    base = _config_from_argv(rest, "tinypretrain sweep", "Fields shared by every cell of the sweep.")
+    base, _ = _config_from_argv(_config_parser("tinypretrain sweep", "Fields shared by every cell of the sweep."), rest)
     rows = sweep(base, args.output_dir, args.presets, args.budgets, budget_kind=args.budget_kind,
                  vocab_sizes=args.vocab_sizes, learning_rates=args.learning_rates)
     if PartialState().is_main_process:
         print((Path(args.output_dir) / "sweep.md").read_text(encoding="utf-8"))
         print(f"{len(rows)} cells; table, plot and best-<budget>.yaml in {args.output_dir}")
-
-
-def _flag_value(flags: list[str], name: str) -> str | None:
-    """The value of ``--name value`` or ``--name=value`` among ``flags`` (the last one wins), else None."""
-    value = None
-    for i, flag in enumerate(flags):
-        if flag == f"--{name}" and i + 1 < len(flags):
-            value = flags[i + 1]
-        elif flag.startswith(f"--{name}="):
-            value = flag.split("=", 1)[1]
-    return value
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -178,10 +206,27 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
     print(f"Trained a {len(tokenizer)}-token byte-level BPE; saved to {args.output}")
 
 
+class _Stopped(KeyboardInterrupt):
+    def __init__(self, signum: int) -> None:
+        super().__init__()
+        self.signum = signum
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _Stopped(signum)
+
+
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated flags: ``--recip`` is an unknown flag, never a silent ``--recipe``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tinypretrain", description="Pretrain tiny LLaMA-style language models.")
+    parser = _Parser(prog="tinypretrain", description="Pretrain tiny LLaMA-style language models.")
     parser.add_argument("--debug", action="store_true", help="Show full tracebacks on errors.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("train", help="Pretrain a model (see `tinypretrain train --help`).", add_help=False)
 
     sw = sub.add_parser(
@@ -227,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="Create the repo private.")
 
     tok = sub.add_parser("tokenizer", help="Tokenizer tools.")
-    tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True)
+    tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True, parser_class=_Parser)
     tok_train = tok_sub.add_parser("train", help="Train a byte-level BPE on a corpus and save it in HF format.")
     tok_train.add_argument("--input", required=True, help="Corpus path (file or directory; its train split).")
     tok_train.add_argument("--vocab_size", type=int, default=4096)
@@ -251,14 +296,18 @@ def main(argv: list[str] | None = None) -> int:
     handlers["tokenizer"] = lambda: _tokenizer_train(args)
     handlers["sweep"] = lambda: _sweep(args, rest)
     handlers.update(card=lambda: _card(args), compare=lambda: _compare(args), push=lambda: _push(args))
+    # Until a run takes over the signals (from its first step to its last write), SIGTERM stops like Ctrl-C.
+    signal.signal(signal.SIGTERM, _stop)
     try:
         handlers[args.command]()
     except TrainingInterrupted as err:
         print(f"tinypretrain: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("tinypretrain: interrupted before training started; nothing was saved", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        done = " before training started; no model was saved" if args.command in ("train", "sweep") else ""
+        print(f"tinypretrain: stopped by {signal.Signals(signum).name}{done}", file=sys.stderr)
+        return 128 + signum
     except USER_ERRORS as err:
         if debug:
             raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from transformers import LlamaConfig
@@ -82,28 +81,43 @@ def _check_shape(hidden: int, layers: int, heads: int, kv_heads: int, vocab: int
         )
 
 
+# The seed's 20M model: what make_llama_config builds for every shape field that neither you nor a preset sets.
+SEED_SHAPE: dict[str, Any] = {
+    "hidden_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "vocab_size": 32000,
+    "max_position_embeddings": DEFAULT_CONTEXT,
+    "tie_word_embeddings": False,
+}
+
+
 def make_llama_config(
-    hidden_size: int = 256,
-    num_hidden_layers: int = 4,
-    num_attention_heads: int = 16,
-    num_key_value_heads: int = 8,
-    vocab_size: int = 32000,
+    hidden_size: int | None = None,
+    num_hidden_layers: int | None = None,
+    num_attention_heads: int | None = None,
+    num_key_value_heads: int | None = None,
+    vocab_size: int | None = None,
     intermediate_size: int | None = None,
     ffn_multiple_of: int = 128,
-    max_position_embeddings: int = DEFAULT_CONTEXT,
-    tie_word_embeddings: bool = False,
+    max_position_embeddings: int | None = None,
+    tie_word_embeddings: bool | None = None,
     *,
     preset: str | None = None,
     **overrides: Any,
 ) -> LlamaConfig:
-    """Build a ``LlamaConfig`` for a tiny GQA/SwiGLU/RoPE/RMSNorm model; the defaults are the seed's 20M model.
+    """Build a ``LlamaConfig`` for a tiny GQA/SwiGLU/RoPE/RMSNorm model; unset, it is the seed's 20M model.
 
-    ``preset`` fills in a named shape (see ``list_presets()``); any argument you pass with a value other than
-    its default wins over the preset, so ``make_llama_config(preset="cpu-2m", vocab_size=8000)`` works.
+    Each shape field is, in order: the value you pass (even one equal to the seed's), the ``preset``'s (see
+    ``list_presets()``), the seed's (``SEED_SHAPE``). So ``make_llama_config(preset="cpu-2m", hidden_size=256)`` is
+    cpu-2m 256 wide. ``intermediate_size`` left unset is 8/3 x hidden rounded up to ``ffn_multiple_of``.
     ``overrides`` go straight to ``LlamaConfig`` (e.g. ``rope_theta``, ``bos_token_id``).
     Raises ``ValueError`` naming the fix for shapes that cannot work.
     """
-    args = {
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}. Choose one of list_presets(): {', '.join(PRESETS)}.")
+    given = {
         "hidden_size": hidden_size,
         "num_hidden_layers": num_hidden_layers,
         "num_attention_heads": num_attention_heads,
@@ -112,11 +126,9 @@ def make_llama_config(
         "max_position_embeddings": max_position_embeddings,
         "tie_word_embeddings": tie_word_embeddings,
     }
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"Unknown preset {preset!r}. Choose one of list_presets(): {', '.join(PRESETS)}.")
-        defaults = {k: p.default for k, p in inspect.signature(make_llama_config).parameters.items()}
-        args.update({k: v for k, v in PRESETS[preset].items() if args.get(k) == defaults[k]})
+    layers = (PRESETS[preset] if preset else {}, SEED_SHAPE)
+    args = {name: value if value is not None else next(layer[name] for layer in layers if name in layer)
+            for name, value in given.items()}
     if intermediate_size is None:
         if not isinstance(ffn_multiple_of, int) or ffn_multiple_of <= 0:
             raise ValueError(f"ffn_multiple_of must be a positive integer, got {ffn_multiple_of!r}.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ def evaluate(
     max_length: int | None = None,
     batch_tokens: int = 16384,
     loss_chunk_size: int = 4096,
+    deadline: float | None = None,
 ) -> dict[str, float]:
     """Score each non-blank text as its tokens + EOS (no BOS), the way the seed evaluates, and average over predicted
     tokens.
@@ -41,7 +43,8 @@ def evaluate(
     Returns ``loss`` (mean nats per predicted token), ``perplexity`` (exp of it), ``bits_per_byte`` (summed nats /
     ln 2 / UTF-8 bytes of the scored text, comparable across tokenizers), and the counts behind them. Texts longer
     than ``max_length`` (default: the model's context) are scored on their first ``max_length`` tokens; their
-    bytes are counted from those tokens. Batches are length-sorted so padding costs little.
+    bytes are counted from those tokens. Batches are length-sorted so padding costs little. Raises
+    ``EvaluationOverTime`` once ``time.monotonic()`` passes ``deadline`` (a budgeted run's share for evaluations).
     """
     texts = list(texts_or_dataset[text_column] if isinstance(texts_or_dataset, Dataset) else texts_or_dataset)
     texts = [t for t in texts if has_text(t)]
@@ -69,6 +72,7 @@ def evaluate(
     order = np.argsort([len(x) for x in examples])[::-1]
     nats, predicted, start = 0.0, 0, 0
     while start < len(order):
+        _check_deadline(deadline)
         width = len(examples[order[start]])
         size = max(1, batch_tokens // width)
         batch = collate([{"input_ids": examples[i]} for i in order[start : start + size]])
@@ -91,6 +95,15 @@ def evaluate(
         "predicted_tokens": predicted,
         "bytes": n_bytes,
     }
+
+
+class EvaluationOverTime(TimeoutError):
+    """An evaluation passed its deadline and was abandoned."""
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise EvaluationOverTime("the evaluation passed its deadline")
 
 
 # ------------------------------------------------------------------------------------------------- story quality
@@ -182,17 +195,29 @@ def story_opening(text: str, max_words: int = 30) -> str:
 
 
 def story_quality(
-    model: Any, tokenizer: Any, texts: Sequence[str], *, samples: int = 16, max_new_tokens: int = 256, seed: int = 0
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    samples: int = 16,
+    max_new_tokens: int = 256,
+    seed: int = 0,
+    deadline: float | None = None,
 ) -> dict[str, float]:
     """The story metrics of ``samples`` continuations of the openings of the first non-blank ``texts``.
 
     Sampling is seeded, so the same model scores the same, and successive evaluations of a run compare like with
-    like. ``name_consistency`` is left out when no opening names a character.
+    like. ``name_consistency`` is left out when no opening names a character. Raises ``EvaluationOverTime`` when
+    sampling passes ``deadline`` (``time.monotonic()``).
     """
     prompts = [story_opening(t) for t in texts if has_text(t)][:samples]
     if not prompts:
         raise ValueError("story_quality() needs at least one non-blank text to take an opening from.")
-    continuations = continue_prompts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
+    _check_deadline(deadline)
+    max_time = None if deadline is None else deadline - time.monotonic()
+    continuations = continue_prompts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed,
+                                     max_time=max_time)
+    _check_deadline(deadline)
     stories = [c.text for c in continuations]
     scores = {
         "eos_rate": eos_rate([c.ended for c in continuations]),

@@ -59,9 +59,10 @@ def continue_prompts(
     do_sample: bool = True,
     seed: int | None = None,
     prepend_eos: bool = True,
+    max_time: float | None = None,
 ) -> list[Continuation]:
     """``generate``'s continuations alone, each with whether it ended at EOS within ``max_new_tokens`` (the story
-    metrics need to know which stories end)."""
+    metrics need to know which stories end); ``max_time`` seconds stop sampling early (transformers' own limit)."""
     if not prompts:
         return []
     eos = tokenizer.eos_token_id
@@ -90,6 +91,7 @@ def continue_prompts(
             do_sample=do_sample,
             eos_token_id=eos,
             pad_token_id=pad,
+            max_time=max_time,
             **sampling,
         )
     model.train(was_training)

@@ -26,13 +26,15 @@ class ParameterCount:
     body: int
     table: list[tuple[str, tuple[int, ...], int]] = field(repr=False)
 
+    def summary(self) -> str:
+        """One line: the total and its split by role."""
+        return f"{self.total:,} parameters = embeddings {self.embeddings:,} + lm_head {self.lm_head:,} + body {self.body:,}"
+
     def __str__(self) -> str:
         width = max(len(name) for name, _, _ in self.table)
         rows = [f"{'parameter':<{width}}  {'shape':>14}  {'count':>12}"]
         rows += [f"{name:<{width}}  {str(tuple(shape)):>14}  {n:>12,}" for name, shape, n in self.table]
-        rows.append(
-            f"total {self.total:,} = embeddings {self.embeddings:,} + lm_head {self.lm_head:,} + body {self.body:,}"
-        )
+        rows.append(self.summary())
         return "\n".join(rows)
 
 
@@ -41,12 +43,9 @@ def count_parameters(model: nn.Module) -> ParameterCount:
 
     Shared (tied) tensors are counted once, so ``total`` equals the number of values stored on disk.
     """
-    table, seen = [], set()
+    table = []
     embeddings = lm_head = 0
     for name, param in model.named_parameters():  # named_parameters already skips tied duplicates
-        if id(param) in seen:
-            continue
-        seen.add(id(param))
         n = param.numel()
         table.append((name, tuple(param.shape), n))
         if "embed_tokens" in name:

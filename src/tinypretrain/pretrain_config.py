@@ -13,9 +13,7 @@ import json
 import re
 import types
 import typing
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -23,24 +21,10 @@ from typing import Any, Literal, get_args, get_origin
 import torch
 from transformers import TrainingArguments
 
-from .budget import TIME_SCHEDULES, parse_duration
+from .budget import TIME_SCHEDULES, budget_settings, parse_duration
 from .config import PRESETS
 from .io import atomic_write_text
 from .recipes import RECIPES
-
-# Set while building a config whose fields already hold the recipe's values (the CLI's exact merge, a copy of a
-# resolved config), so a field deliberately set to its default is not replaced again.
-_RECIPE_MERGED: ContextVar[bool] = ContextVar("recipe_merged", default=False)
-
-
-@contextmanager
-def recipe_merged():
-    """Build configs inside this block without applying their recipe (their fields already hold it)."""
-    token = _RECIPE_MERGED.set(True)
-    try:
-        yield
-    finally:
-        _RECIPE_MERGED.reset(token)
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -51,13 +35,23 @@ def _help(text: str, **kwargs: Any) -> Any:
 class PretrainConfig(TrainingArguments):
     """Everything a run needs: data, tokenizer, model and every ``TrainingArguments`` option.
 
-    Fields left at ``None`` are chosen per device when the run starts (bf16, ``torch.compile`` and a 32k-token
-    step on CUDA; fp32, eager and 8 blocks per step on CPU). ``recipe`` fills every field still at its default.
+    Each field is resolved once, in this order: a value you give (a keyword, a CLI flag, a YAML/JSON key) > the
+    ``recipe`` > the time budget (``max_time``) > the device (fields left at ``None``: bf16, ``torch.compile`` and a
+    32k-token step on CUDA; fp32, eager and 8 blocks per step on CPU) > the library default. A value you give wins
+    even when it equals the default. ``sources`` says where each value came from; ``resolve_settings`` adds the
+    device's. ``dataclasses.replace`` copies every field, so each counts as given: use ``updated`` to keep sources.
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> PretrainConfig:
+        # The dataclass __init__ cannot tell a value given from a default; what the caller passed can.
+        self = super().__new__(cls)
+        names = [f.name for f in fields(cls) if f.init]
+        self._given = frozenset(names[: len(args)]) | frozenset(kwargs)
+        return self
+
     recipe: Literal["seed", "fast"] | None = _help(
-        "'seed' (the blog's exact settings) or 'fast' (its model and data, our settings). A recipe fills every field "
-        "still at its default, so any field you set to another value wins.",
+        "'seed' (the blog's exact settings) or 'fast' (its model and data, our settings). A recipe sets every field "
+        "you do not set yourself.",
         default=None,
     )
     # data
@@ -134,6 +128,12 @@ class PretrainConfig(TrainingArguments):
         "else of its steps) over which the rate decays linearly to 0.",
         default=0.2,
     )
+    verbose: bool = _help("Log the per-tensor parameter table (otherwise one summary line).", default=False)
+    peak_flops: float | None = _help(
+        "Peak FLOP/s of one device, for the MFU in run.json (measure a CPU's with benchmarks/cpu_peak.py); None = "
+        "the data sheet of a known GPU, else no MFU.",
+        default=None,
+    )
     logging_dir: str | None = _help(
         "Folder for TensorBoard event files (with report_to tensorboard); None = output_dir/runs/<time>.",
         default=None,
@@ -171,7 +171,7 @@ class PretrainConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        self._apply_recipe()
+        self._apply_layers()
         self.model_overrides = _as_dict(self.model_overrides, "model_overrides")
         if isinstance(self.resume_from_checkpoint, str):
             flag = self.resume_from_checkpoint.lower()
@@ -189,17 +189,29 @@ class PretrainConfig(TrainingArguments):
         if auto_output_dir:  # TrainingArguments says "trainer_output"; pretrain() names a fresh run folder instead
             self.output_dir = None
 
-    def _apply_recipe(self) -> None:
-        if self.recipe is None:
-            return
-        if self.recipe not in RECIPES:
+    def _apply_layers(self) -> None:
+        """Fill each field not given from the recipe, then the time budget; record every field's source."""
+        if self.recipe is not None and self.recipe not in RECIPES:
             raise ValueError(f"Unknown recipe {self.recipe!r}; choose one of {sorted(RECIPES)}.")
-        if _RECIPE_MERGED.get():
-            return
-        defaults = field_defaults()
-        for name, value in RECIPES[self.recipe].items():
-            if getattr(self, name) == defaults[name]:
-                setattr(self, name, value)
+        layers = [(f"recipe:{self.recipe}", RECIPES.get(self.recipe, {}))]
+        if self.max_time is not None:
+            layers.append(("budget", budget_settings(on_cpu=not torch.cuda.is_available())))
+        self.sources = {}
+        for f in fields(self):
+            if not f.init:
+                continue
+            source = "explicit" if f.name in self._given else "default"
+            if source == "default":
+                source, value = next(((s, v[f.name]) for s, v in layers if f.name in v), ("default", None))
+                if source != "default":
+                    setattr(self, f.name, value)
+            self.sources[f.name] = source
+
+    @property
+    def given(self) -> frozenset[str]:
+        """The fields whose values were given (a keyword, a flag, a file key), not filled by a recipe, budget or
+        default."""
+        return self._given
 
     def _problems(self) -> list[str]:
         problems = []
@@ -249,13 +261,10 @@ class PretrainConfig(TrainingArguments):
         return {name: value.value if isinstance(value, Enum) else value for name, value in values.items()}
 
     def updated(self, **changes: Any) -> PretrainConfig:
-        """A copy with ``changes`` applied, validated like any new config (unknown names are an error). A new
-        ``recipe`` among them fills the fields still at their default; otherwise this config's values stand."""
-        build = lambda: type(self).from_dict({**self.to_fields(), **changes}, source="overrides")  # noqa: E731
-        if changes.get("recipe", self.recipe) != self.recipe:
-            return build()
-        with recipe_merged():
-            return build()
+        """A copy with ``changes`` given on top of this config's given fields, validated like any new config (unknown
+        names are an error); the recipe, budget and defaults fill the rest again, so sources stay true."""
+        given = {name: value for name, value in self.to_fields().items() if name in self._given}
+        return type(self).from_dict({**given, **changes}, source="overrides")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "arguments") -> PretrainConfig:
@@ -293,15 +302,6 @@ def _unknown_model_fields(overrides: dict[str, Any]) -> list[str]:
         hint = f"; did you mean {close[0]!r}?" if close else " (see make_llama_config and LlamaConfig)"
         problems.append(f"model_overrides key {key!r} is not a model field{hint}")
     return problems
-
-
-def field_defaults() -> dict[str, Any]:
-    """Each constructor field's default value."""
-    return {
-        f.name: f.default if f.default is not MISSING else f.default_factory()
-        for f in fields(PretrainConfig)
-        if f.init
-    }
 
 
 @functools.cache

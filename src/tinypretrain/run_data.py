@@ -13,7 +13,7 @@ from datasets import Dataset, IterableDataset
 from .corpus import story_dataset
 from .data import has_text, load_text_dataset, pack_dataset, pack_stream, tokenize_truncate
 from .memory import releasing
-from .pretrain_config import PretrainConfig, field_defaults
+from .pretrain_config import PretrainConfig
 from .tokenizer import load_tokenizer, train_tokenizer
 
 TOKENIZER_SAMPLE = 50_000  # texts a streamed run trains its tokenizer on
@@ -53,7 +53,7 @@ def load_texts(cfg: PretrainConfig) -> RunTexts:
     if eval_split in splits:
         held_out = (row[cfg.text_column] for row in load(cfg.eval_split))
         source = f"split {cfg.eval_split!r}"
-    elif eval_split not in (None, field_defaults()["eval_split"]):
+    elif eval_split is not None and cfg.sources.get("eval_split") == "explicit":
         raise ValueError(
             f"eval_split {cfg.eval_split!r} is not a split of {cfg.dataset} (it has {', '.join(splits)}); fix the "
             "name, or leave eval_split unset to hold out eval_size training texts."

@@ -5,11 +5,11 @@ from __future__ import annotations
 import atexit
 import errno
 import functools
+import json
 import logging
 import os
 import resource
 import shutil
-import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,20 +23,23 @@ from transformers import LlamaConfig, PreTrainedModel, TrainerCallback
 from . import run_dir
 from .artifacts import describe_run, save_final, write_run_record, write_samples
 from .budget import (
+    OverheadAllowance,
+    RankAgreement,
     StopOnSignal,
     TimeBudget,
     TrainingClock,
     TrainingInterrupted,
-    budget_settings,
     parse_duration,
 )
 from .card import refresh_model_card
 from .collate import causal_collator
+from .compute import compute_record, flops_per_token, peak_flops
 from .config import DEFAULT_CONTEXT, PRESETS, make_llama_config
 from .evaluate import STORY_METRICS
 from .model import build_model, count_parameters
-from .pretrain_config import PretrainConfig, field_defaults
+from .pretrain_config import PretrainConfig
 from .run_data import load_texts, make_tokenizer, training_rows
+from .settings import resolve_settings, settings_fingerprint, training_settings
 from .trainer import (
     DivergenceGuard,
     PretrainTrainer,
@@ -50,11 +53,7 @@ from .trainer import (
 
 logger = logging.getLogger("tinypretrain")
 
-# The default step on CUDA: the 64x512 shape of the H200 measurements in benchmarks/RESULTS.md (smaller steps leave
-# the GPU waiting on Python); on CPU, 8 blocks per step reached the seed's loss fastest.
-CUDA_TOKENS_PER_STEP = 32_768
-CPU_BLOCKS_PER_STEP = 8
-UNBOUNDED_STEPS = 10**9  # a time-budgeted run's step limit: the clock stops it first
+UNBOUNDED_STEPS = 10**9  # what Trainer is told of a time-budgeted run's steps (the clock stops it); never recorded
 
 
 @dataclass
@@ -72,20 +71,16 @@ def pretrain(
 ) -> PretrainResult:
     """Train a tiny LLaMA from text and write a shareable run folder; returns the model, tokenizer and metrics.
 
-    ``config`` fields can be overridden by keyword (``pretrain(max_steps=100)``, ``pretrain(cfg, recipe="seed")``).
-    The run folder holds the final model and tokenizer (safetensors, loadable by ``AutoModelForCausalLM``/
-    ``AutoTokenizer`` without tinypretrain), ``run.json`` (config, versions, metrics), ``metrics.jsonl``, ``loss.png``,
-    ``samples.md`` and resumable checkpoints. ``callbacks`` are extra ``TrainerCallback``s (logging, timing, early
-    stopping). With ``max_time``, fields left at their defaults take the budget's settings (``budget_settings``).
-    Raises ``TrainingDivergedError`` on a NaN/inf loss, keeping the last good checkpoint, and
-    ``TrainingInterrupted`` after SIGTERM/SIGINT, once a checkpoint to resume from is saved.
+    ``config`` fields can be overridden by keyword (``pretrain(max_steps=100)``, ``pretrain(cfg, recipe="seed")``);
+    settings are resolved once (``PretrainConfig``: given > recipe > budget > device > default) and recorded with
+    their sources. The run folder holds the final model and tokenizer (safetensors, loadable by
+    ``AutoModelForCausalLM``/``AutoTokenizer`` without tinypretrain), ``run.json`` (settings, sources, versions,
+    metrics, compute), ``metrics.jsonl``, ``loss.png``, ``samples.md`` and resumable checkpoints. ``callbacks`` are
+    extra ``TrainerCallback``s. Resuming a finished run changes nothing and returns it. Raises
+    ``TrainingDivergedError`` on a NaN/inf loss, keeping the last good checkpoint, and ``TrainingInterrupted`` after
+    SIGTERM/SIGINT, once a checkpoint to resume from is saved.
     """
-    cfg = config.updated(**overrides) if config else PretrainConfig.from_dict(overrides)
-    if cfg.max_time is not None:  # budget-aware settings for the fields left at their defaults
-        defaults = field_defaults()
-        chosen = budget_settings(on_cpu=not torch.cuda.is_available())
-        cfg = cfg.updated(**{k: v for k, v in chosen.items() if getattr(cfg, k) == defaults[k]})
-    wall_start = time.perf_counter()
+    cfg = resolve_settings(config.updated(**overrides) if config else PretrainConfig.from_dict(overrides))
     # Joins the process group of torchrun / accelerate launch (gloo on CPU); trivial for one process.
     state = PartialState(cpu=cfg.use_cpu)
     if state.use_distributed:
@@ -96,7 +91,7 @@ def pretrain(
             stack.enter_context(run_dir.locked(out))
         finished = False
         try:
-            result = _run(cfg, out, state, callbacks or [], wall_start)
+            result = _run(cfg, out, state, callbacks or [])
             finished = True
             return result
         except OSError as err:
@@ -116,158 +111,241 @@ def pretrain(
                 run_dir.undo_replacement(out)  # the new run failed with nothing to keep: put the old one back
 
 
-def _run(
-    cfg: PretrainConfig, out: Path, state: PartialState, callbacks: list[TrainerCallback], wall_start: float
-) -> PretrainResult:
+def _run(cfg: PretrainConfig, out: Path, state: PartialState, callbacks: list[TrainerCallback]) -> PretrainResult:
+    clock = TrainingClock()
+    budget_s = parse_duration(cfg.max_time) if cfg.max_time is not None else None
     with state.main_process_first():  # rank 0 checks the folder and fills the datasets cache; the others reuse it
         if state.is_main_process:
             run_dir.prepare(out, resume=bool(cfg.resume_from_checkpoint), overwrite=cfg.overwrite_output_dir)
         checkpoint = _resolve_checkpoint(cfg, out)
+        nothing_left = checkpoint is not None and _trained_to_the_end(cfg, checkpoint, budget_s)
+        if nothing_left and (out / "run.json").exists():
+            return _already_complete(out)
         texts = load_texts(cfg)
         tokenizer = make_tokenizer(cfg, texts.train, checkpoint)
         model_config = _model_config(cfg, tokenizer)
         train_rows = training_rows(cfg, texts.train, tokenizer)
     model = build_model(model_config, init=cfg.init, seed=cfg.seed)
+    params = count_parameters(model)
     if state.is_main_process:
-        logger.info("Model:\n%s", count_parameters(model))
+        logger.info("Model: %s", params if cfg.verbose else params.summary())
 
-    args = cfg.updated(output_dir=str(out), **device_training_args(cfg), **_budget_training_args(cfg))
-    layout = _layout(args, model_config, tokenizer)
-    budget_s = parse_duration(cfg.max_time) if cfg.max_time is not None else None
-    guard, clock, stop_on_signal = DivergenceGuard(), TrainingClock(), StopOnSignal()
-    nothing_left = False
+    layout = _layout(cfg, model_config, tokenizer)
     if checkpoint is not None:
         if not cfg.allow_resume_changes:
             check_resume_matches(checkpoint, layout)
         marker = checkpoint_marker(checkpoint)
-        clock.spent_before = marker.get("train_seconds", 0.0)  # a budget counts the time already spent
-        # A checkpoint at the end of the run (a kill during the final save): complete the artifacts, train nothing.
-        nothing_left = (0 < args.max_steps <= marker["step"]) or (budget_s is not None and clock.spent_before >= budget_s)
-    with _tensorboard_dir(cfg.logging_dir):
-        trainer = PretrainTrainer(
-            model=model,
-            args=args,
-            train_dataset=train_rows,
-            eval_dataset=Dataset.from_dict({"text": texts.eval}),
-            data_collator=causal_collator(
-                tokenizer,  # pads with the tokenizer's pad id, else its EOS
-                document_eos_token_id=tokenizer.eos_token_id if cfg.packing == "pack_documents" else None,
-            ),
-            processing_class=tokenizer,
-            callbacks=[guard, stop_on_signal, *_time_budget(cfg, clock, budget_s), *callbacks],
-            loss_chunk_size=cfg.loss_chunk_size,
-            clock=clock,
-            budget_s=budget_s,
-            layout=layout,
-        )
-    if nothing_left:
-        train_output = load_finished(trainer, checkpoint)
-    else:
-        with stop_on_signal.installed():
+        clock.spent_before, clock.wall_before = marker["train_seconds"], marker["wall_seconds"]
+    agreement = RankAgreement(clock)
+    guard, stop_on_signal = DivergenceGuard(), StopOnSignal(agreement)
+    allowance = _overhead_allowance(cfg, clock, budget_s)
+    with stop_on_signal.installed():  # from the first step to the last write
+        with _tensorboard_dir(cfg.logging_dir):
+            trainer = PretrainTrainer(
+                model=model,
+                args=_trainer_args(cfg, out),
+                train_dataset=train_rows,
+                eval_dataset=Dataset.from_dict({"text": texts.eval}),
+                data_collator=causal_collator(
+                    tokenizer,  # pads with the tokenizer's pad id, else its EOS
+                    document_eos_token_id=tokenizer.eos_token_id if cfg.packing == "pack_documents" else None,
+                ),
+                processing_class=tokenizer,
+                callbacks=[guard, stop_on_signal, *_time_budget(cfg, clock, budget_s, allowance, agreement),
+                           *callbacks],
+                loss_chunk_size=cfg.loss_chunk_size,
+                clock=clock,
+                budget_s=budget_s,
+                layout=layout,
+                allowance=allowance,
+            )
+        if nothing_left:  # a checkpoint at the end of the run (a kill during the final save): complete the artifacts
+            train_output = load_finished(trainer, checkpoint)
+        else:
             train_output = trainer.train(resume_from_checkpoint=checkpoint)
-    if guard.bad_step is not None:
-        raise TrainingDivergedError(
-            f"Loss became NaN/inf at step {guard.bad_step}. Lower learning_rate (now {cfg.learning_rate}), keep "
-            f"max_grad_norm > 0, use init='normal', or train in fp32 (bf16=false). Last good checkpoint: "
-            f"{last_complete_checkpoint(out)}."
+        if guard.bad_step is not None:
+            raise TrainingDivergedError(
+                f"Loss became NaN/inf at step {guard.bad_step}. Lower learning_rate (now {cfg.learning_rate}), keep "
+                f"max_grad_norm > 0, use init='normal', or train in fp32 (bf16=false). Last good checkpoint: "
+                f"{last_complete_checkpoint(out)}."
+            )
+        step = trainer.state.global_step
+        if stop_on_signal.received is not None:
+            signal_ = stop_on_signal.received
+            raise TrainingInterrupted(
+                f"stopped by {signal_.name} at step {step}; resume with --resume_from_checkpoint true",
+                128 + signal_.value,
+            )
+        stop_on_signal.finishing(
+            f"the last complete checkpoint is {last_complete_checkpoint(out)}: resume with --resume_from_checkpoint "
+            "true to write the final model"
         )
+        result = _finish(cfg, out, state, trainer, train_output, tokenizer, texts, train_rows)
     if stop_on_signal.received is not None:
         signal_ = stop_on_signal.received
-        raise TrainingInterrupted(signal_.name, trainer.state.global_step, 128 + signal_.value)
+        raise TrainingInterrupted(
+            f"{signal_.name} received after the last step (step {step}); the run was completed first: {out}",
+            128 + signal_.value,
+        )
+    return result
 
-    history = trainer.state.log_history
+
+def _finish(cfg: PretrainConfig, out: Path, state: PartialState, trainer: PretrainTrainer, train_output: Any,
+            tokenizer: Any, texts: Any, train_rows: Any) -> PretrainResult:
+    """The final evaluation, model, samples, run.json and card."""
+    model, clock = trainer.model, trainer.clock
     # The evaluation at the last step, unless the schedule already ran it there.
+    history = trainer.state.log_history
     final = next((h for h in history[::-1] if "eval_loss" in h and h.get("step") == trainer.state.global_step), None)
     final = final or trainer.evaluate()
     trainer.save_state()
     save_final(trainer, tokenizer, out)
     if state.is_main_process:
         run_dir.finish_replacement(out)
-    runtime = train_output.metrics.get("train_runtime", 0.0)
-    tokens = int(trainer.state.num_input_tokens_seen)
-    micro_batch = args.per_device_train_batch_size
-    metrics = {
-        "eval_loss": final["eval_loss"],
-        "eval_perplexity": final["eval_perplexity"],
-        "eval_bits_per_byte": final["eval_bits_per_byte"],
-        "train_loss": train_output.training_loss,
-        "train_steps": trainer.state.global_step,
-        "world_size": args.world_size,
-        "global_batch_size": micro_batch * args.gradient_accumulation_steps * args.world_size,
-        "tokens_seen": tokens,
-        "train_tokens_per_s": tokens / runtime if runtime else 0.0,
-        "train_runtime_s": runtime,
-        "train_seconds": clock.seconds(),
-        "wall_time_s": time.perf_counter() - wall_start,
-        "peak_memory_mb": _peak_memory_mb(),
-        "parameters": count_parameters(model).total,
-        **{name: value for name, value in final.items() if name.removeprefix("eval_") in STORY_METRICS},
-    }
+    metrics = _run_metrics(cfg, trainer, final, train_output)
     if trainer.is_world_process_zero():
         sample_tokens = min(200, cfg.max_length)
         samples = write_samples(model, tokenizer, cfg.num_samples, sample_tokens, cfg.seed, out / "samples.md")
-        resolved = {**args.to_dict(), "model_config": model_config.to_dict()}
-        description = {**describe_run(cfg, args, model, tokenizer, texts, train_rows), "samples": samples}
-        write_run_record(out, resolved, metrics, history, description)
+        recorded = cfg.updated(output_dir=str(out))
+        description = {**describe_run(cfg, model, tokenizer, texts, train_rows), "samples": samples,
+                       "evaluations": [h["step"] for h in history if "eval_loss" in h],
+                       "overhead_skipped": trainer.allowance.skipped if trainer.allowance else None}
+        precision = description["precision"]
+        peak, peak_source = (cfg.peak_flops, "peak_flops") if cfg.peak_flops else (
+            peak_flops(description["device"], precision), "data sheet")
+        compute = compute_record(flops_per_token(model, cfg.max_length), metrics["tokens_seen"],
+                                 metrics["train_seconds"], peak, peak_source if peak else None)
+        settings = training_settings(cfg)
+        record = {
+            "config": {**recorded.to_dict(), "model_config": model.config.to_dict()},
+            "sources": cfg.sources,
+            "fingerprint": settings_fingerprint(settings),
+            "compute": compute,
+        }
+        write_run_record(out, record, metrics, trainer.state.log_history, description)
         refresh_model_card(out)
     return PretrainResult(model=model, tokenizer=tokenizer, output_dir=out, metrics=metrics)
 
 
-def _layout(args: PretrainConfig, model_config: LlamaConfig, tokenizer: Any) -> dict[str, Any]:
+def _run_metrics(cfg: PretrainConfig, trainer: PretrainTrainer, final: dict[str, float], train_output: Any
+                 ) -> dict[str, Any]:
+    """The run's metrics, over every process that trained it (a resumed run counts what earlier ones did)."""
+    args, clock = trainer.args, trainer.clock
+    tokens = int(trainer.state.num_input_tokens_seen)
+    train_seconds = clock.seconds()
+    wall = clock.wall_seconds()
+    return {
+        "eval_loss": final["eval_loss"],
+        "eval_perplexity": final["eval_perplexity"],
+        "eval_bits_per_byte": final["eval_bits_per_byte"],
+        "train_loss": run_train_loss(trainer.state.log_history, train_output.training_loss),
+        "train_steps": trainer.state.global_step,
+        "world_size": args.world_size,
+        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+        "tokens_seen": tokens,
+        "train_tokens_per_s": tokens / train_seconds if train_seconds else 0.0,
+        "train_seconds": train_seconds,
+        "wall_time_s": wall,
+        "outside_training_s": max(0.0, wall - train_seconds),
+        "peak_memory_mb": _peak_memory_mb(),
+        "parameters": count_parameters(trainer.model).total,
+        **{name: value for name, value in final.items() if name.removeprefix("eval_") in STORY_METRICS},
+    }
+
+
+def run_train_loss(history: list[dict[str, Any]], fallback: float) -> float:
+    """The training loss of the whole run, weighted by tokens: each logged loss (a mean over its logging window)
+    counts by the tokens of its window. Every checkpoint and the last step log one, so the windows cover every step
+    of every process. ``fallback`` (Trainer's own, this process only) when nothing was logged."""
+    weighted = tokens = previous = 0
+    for log in history:
+        if "loss" in log and "num_input_tokens_seen" in log:
+            window = log["num_input_tokens_seen"] - previous
+            weighted, tokens, previous = weighted + log["loss"] * window, tokens + window, log["num_input_tokens_seen"]
+    return weighted / tokens if tokens else fallback
+
+
+def _already_complete(out: Path) -> PretrainResult:
+    """A finished run resumed: nothing is trained or written; its model and record are returned as they are."""
+    from transformers import AutoModelForCausalLM
+
+    from .tokenizer import load_tokenizer
+
+    metrics = json.loads((out / "run.json").read_text(encoding="utf-8"))["metrics"]
+    logger.info("%s is already complete (step %s); nothing to train, nothing written.", out, metrics["train_steps"])
+    model = AutoModelForCausalLM.from_pretrained(out, use_safetensors=True)
+    return PretrainResult(model=model, tokenizer=load_tokenizer(str(out)), output_dir=out, metrics=metrics)
+
+
+def _trained_to_the_end(cfg: PretrainConfig, checkpoint: str, budget_s: float | None) -> bool:
+    """Whether ``checkpoint`` ends the run ``cfg`` describes (so resuming trains nothing). A time budget below the
+    time already trained is an error, unless it is the budget the checkpoint was trained under."""
+    marker = checkpoint_marker(checkpoint)
+    step = marker["step"]
+    if cfg.max_steps > 0 and step >= cfg.max_steps:
+        return True
+    if budget_s is not None:
+        spent = marker["train_seconds"]
+        if budget_s < spent and marker.get("budget_s") != budget_s:
+            raise ValueError(
+                f"max_time {cfg.max_time} is less than the {spent:.1f} s this run has already trained; pass a larger "
+                f"max_time to train on, or the run's own ({marker.get('budget_s')} s) to complete it."
+            )
+        return spent >= budget_s
+    if cfg.max_steps > 0:
+        return False
+    trained = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    return trained["global_step"] >= trained["max_steps"] and trained.get("num_train_epochs") == cfg.num_train_epochs
+
+
+def _layout(cfg: PretrainConfig, model_config: LlamaConfig, tokenizer: Any) -> dict[str, Any]:
     """What must not change between a checkpoint and its resume."""
     shape = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
              "vocab_size", "tie_word_embeddings")
     return {
         **{name: getattr(model_config, name) for name in shape},
         "tokenizer_size": len(tokenizer),
-        "max_length": args.max_length,
-        "packing": args.packing,
-        "per_device_train_batch_size": args.per_device_train_batch_size,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "world_size": args.world_size,
+        "max_length": cfg.max_length,
+        "packing": cfg.packing,
+        "per_device_train_batch_size": cfg.per_device_train_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "world_size": cfg.world_size,
     }
 
 
-def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
-    """The TrainingArguments a run resolves for its device: what each ``None`` field becomes, and how tokens are
-    counted and batches copied."""
-    cuda = torch.cuda.is_available()
-    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
-    batch = cfg.per_device_train_batch_size
-    if batch is None:
-        batch = max(CPU_BLOCKS_PER_STEP, CUDA_TOKENS_PER_STEP // cfg.max_length) if cuda else CPU_BLOCKS_PER_STEP
-    accelerator_config = {**cfg.accelerator_config.to_dict(), "non_blocking": cuda and cfg.avoid_host_syncs}
-    return {
-        "per_device_train_batch_size": batch,
-        "bf16": bf16,
-        "fp16": bool(cfg.fp16 or (cuda and not bf16 and cfg.bf16 is None)),
-        "torch_compile": cfg.torch_compile if cfg.torch_compile is not None else cuda,
-        "accelerator_config": accelerator_config,
-        "include_num_input_tokens_seen": "no" if cfg.avoid_host_syncs else "non_padding",
-    }
+def _trainer_args(cfg: PretrainConfig, out: Path) -> PretrainConfig:
+    """What Trainer is given: the resolved settings in ``out``; with max_time, the clock ends training (max_steps
+    only if set) and fractional eval/save points are fractions of the time, so Trainer's step-based ones are off.
+    These mechanics never reach run.json, which records the settings."""
+    changes: dict[str, Any] = {"output_dir": str(out)}
+    if cfg.max_time is not None:
+        changes["max_steps"] = cfg.max_steps if cfg.max_steps > 0 else UNBOUNDED_STEPS
+        if _time_fraction(cfg.eval_steps):
+            changes["eval_strategy"] = "no"
+        if _time_fraction(cfg.save_steps):
+            changes["save_strategy"] = "no"
+    return cfg.updated(**changes)
 
 
 def _time_fraction(every: float | None) -> float | None:
     return every if every is not None and 0 < every < 1 else None
 
 
-def _budget_training_args(cfg: PretrainConfig) -> dict[str, Any]:
-    """With max_time, the clock ends training (max_steps only if set) and fractional eval/save points are fractions
-    of the time, so Trainer's step-based ones are turned off."""
-    if cfg.max_time is None:
-        return {}
-    args: dict[str, Any] = {"max_steps": cfg.max_steps if cfg.max_steps > 0 else UNBOUNDED_STEPS}
-    if _time_fraction(cfg.eval_steps):
-        args["eval_strategy"] = "no"
-    if _time_fraction(cfg.save_steps):
-        args["save_strategy"] = "no"
-    return args
+def _overhead_allowance(cfg: PretrainConfig, clock: TrainingClock, budget_s: float | None) -> OverheadAllowance | None:
+    """With a time budget, evaluations and saves during training share 10% of it, unless you set their cadence."""
+    if budget_s is None:
+        return None
+    governed = {kind for kind, name in (("evaluate", "eval_steps"), ("save", "save_steps"))
+                if cfg.sources[name] != "explicit"}
+    return OverheadAllowance(clock, budget_s, governed) if governed else None
 
 
-def _time_budget(cfg: PretrainConfig, clock: TrainingClock, budget_s: float | None) -> list[TimeBudget]:
+def _time_budget(cfg: PretrainConfig, clock: TrainingClock, budget_s: float | None,
+                 allowance: OverheadAllowance | None, agreement: RankAgreement) -> list[TimeBudget]:
     if budget_s is None:
         return []
-    return [TimeBudget(clock, budget_s, _time_fraction(cfg.eval_steps), _time_fraction(cfg.save_steps))]
+    return [TimeBudget(clock, budget_s, _time_fraction(cfg.eval_steps), _time_fraction(cfg.save_steps), allowance,
+                       agreement)]
 
 
 def _resolve_checkpoint(cfg: PretrainConfig, out: Path) -> str | None:

@@ -4,6 +4,7 @@ sync-free token counting, and checkpoints that are complete, finite and resumabl
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import time
@@ -14,11 +15,13 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
-from .budget import TrainingClock, schedule_factor
-from .evaluate import STORY_METRICS, evaluate, story_quality
+from .budget import OverheadAllowance, TrainingClock, schedule_factor
+from .evaluate import STORY_METRICS, EvaluationOverTime, evaluate, story_quality
+from .io import atomic_write_json
 from .loss import causal_lm_loss
 from .optim import MuonWithAdamW
 
+logger = logging.getLogger("tinypretrain")
 COMPLETE_MARKER = "tinypretrain_complete"  # written last into a checkpoint; resume trusts only marked ones
 EVAL_METRICS = ("loss", "perplexity", "bits_per_byte")
 
@@ -38,6 +41,7 @@ class PretrainTrainer(Trainer):
         clock: TrainingClock | None = None,
         budget_s: float | None = None,
         layout: dict[str, Any] | None = None,
+        allowance: OverheadAllowance | None = None,
         **kwargs: Any,
     ) -> None:
         if loss_chunk_size is not None:  # a public hook: Trainer keeps its own num_items_in_batch scaling
@@ -53,6 +57,8 @@ class PretrainTrainer(Trainer):
         self._host_tokens, self._device_tokens = 0, None
         self.clock, self.budget_s = clock or TrainingClock(), budget_s
         self.layout = layout or {}  # what a resume must keep equal (recorded in every checkpoint)
+        self.allowance = allowance  # a time budget's share for evaluations and saves during training
+        self.training = False  # inside train(): evaluations then count against the allowance
         self.add_callback(_CheckpointRules(self))
 
     def create_optimizer(self, model=None):
@@ -126,11 +132,22 @@ class PretrainTrainer(Trainer):
         start = time.perf_counter()
         texts = (eval_dataset if eval_dataset is not None else self.eval_dataset)["text"]
         args = self.args
+        allowance = self.allowance if self.training and self.allowance and "evaluate" in self.allowance.kinds else None
+        deadline = time.monotonic() + allowance.left() if allowance else None
         with self.clock.paused():  # a time budget buys training steps, not evaluations
-            scores = evaluate(self.model, self.processing_class, texts)
-            if args.story_samples:
-                scores |= story_quality(self.model, self.processing_class, texts, samples=args.story_samples,
-                                        max_new_tokens=args.story_max_new_tokens, seed=args.seed)
+            try:
+                scores = evaluate(self.model, self.processing_class, texts, deadline=deadline)
+                if args.story_samples:
+                    scores |= story_quality(self.model, self.processing_class, texts, samples=args.story_samples,
+                                            max_new_tokens=args.story_max_new_tokens, seed=args.seed,
+                                            deadline=deadline)
+            except EvaluationOverTime:
+                allowance.cost["evaluate"] = math.inf  # none fits: the final evaluation, after training, remains
+                logger.warning("An evaluation takes more than the %.1f s of max_time left for evaluations and saves "
+                               "during training (10%%); only the final one runs.", allowance.limit)
+                return {}
+        if allowance:
+            allowance.cost["evaluate"] = time.perf_counter() - start
         metrics = {f"{metric_key_prefix}_{name}": scores[name] for name in (*EVAL_METRICS, *STORY_METRICS)
                    if name in scores}
         metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 4)
@@ -156,9 +173,17 @@ class _CheckpointRules(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.trainer.clock.start()
+        self.trainer.training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer.training = False
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        if control.should_save or control.should_training_stop or state.global_step >= state.max_steps:
+            # Every checkpoint and the last step log the loss, so the run's record covers every step, across resumes.
+            control.should_log = True
         if control.should_save:
+            self._save_started = time.perf_counter()
             self.trainer.clock.pause()  # until the checkpoint is written (on_save): saves are not training time
             if not all(torch.isfinite(p).all() for p in self.trainer.model.parameters()):
                 raise TrainingDivergedError(
@@ -167,12 +192,15 @@ class _CheckpointRules(TrainerCallback):
             self.trainer.flush_token_count()
 
     def on_save(self, args, state, control, **kwargs):
+        clock = self.trainer.clock
         if args.should_save:
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            marker = {"step": state.global_step, "train_seconds": self.trainer.clock.seconds(),
-                      "layout": self.trainer.layout}
-            (folder / COMPLETE_MARKER).write_text(json.dumps(marker))
-        self.trainer.clock.resume()  # paused in on_step_end
+            marker = {"step": state.global_step, "train_seconds": clock.seconds(), "wall_seconds": clock.wall_seconds(),
+                      "budget_s": self.trainer.budget_s, "layout": self.trainer.layout}
+            atomic_write_json(folder / COMPLETE_MARKER, marker)  # resume trusts a checkpoint only once this exists
+        clock.resume()  # paused in on_step_end
+        if self.trainer.allowance is not None and self.trainer.training:
+            self.trainer.allowance.cost["save"] = time.perf_counter() - self._save_started
 
 
 class DivergenceGuard(TrainerCallback):
@@ -200,14 +228,16 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 def checkpoint_marker(checkpoint: str | Path) -> dict[str, Any]:
-    """What a checkpoint recorded when it completed: its step, the training seconds spent so far and the run's layout
-    (checkpoints of older versions recorded only the step)."""
-    text = (Path(checkpoint) / COMPLETE_MARKER).read_text()
+    """What a checkpoint recorded when it completed: its step, the training and wall seconds of the run so far, its
+    time budget and the run's layout."""
+    path = Path(checkpoint) / COMPLETE_MARKER
     try:
-        marker = json.loads(text)
-    except json.JSONDecodeError:
-        marker = None
-    return marker if isinstance(marker, dict) else {"step": int(text.strip() or 0)}
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} cannot be read ({err}); resume from another checkpoint-N folder.") from None
+    if not isinstance(marker, dict) or not isinstance(marker.get("step"), int):
+        raise ValueError(f"{path} is not a tinypretrain checkpoint record; resume from another checkpoint-N folder.")
+    return marker
 
 
 def check_resume_matches(checkpoint: str | Path, layout: dict[str, Any]) -> None:

@@ -1,0 +1,78 @@
+"""A run's settings, resolved once: the device's values for the fields left at ``None``, where every value came from
+(``sources``), and a fingerprint that tells whether two runs trained with the same settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import torch
+
+from .pretrain_config import PretrainConfig
+
+# The default step on CUDA: the 64x512 shape of the H200 measurements in benchmarks/RESULTS.md (smaller steps leave
+# the GPU waiting on Python); on CPU, 8 blocks per step reached the seed's loss fastest.
+CUDA_TOKENS_PER_STEP = 32_768
+CPU_BLOCKS_PER_STEP = 8
+# Where a run writes, not what it trains: a reproduction picks its own. With how a run is watched, not what it trains,
+# they are left out of the settings fingerprint.
+NOT_REPRODUCED = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_dir", "recipe")
+NOT_TRAINING = (*NOT_REPRODUCED, "verbose", "report_to", "run_name", "peak_flops", "num_samples")
+
+
+def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
+    """The TrainingArguments a run takes from its device: what each ``None`` field becomes, and how tokens are
+    counted and batches copied."""
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    batch = cfg.per_device_train_batch_size
+    if batch is None:
+        batch = max(CPU_BLOCKS_PER_STEP, CUDA_TOKENS_PER_STEP // cfg.max_length) if cuda else CPU_BLOCKS_PER_STEP
+    accelerator_config = {**cfg.accelerator_config.to_dict(), "non_blocking": cuda and cfg.avoid_host_syncs}
+    return {
+        "per_device_train_batch_size": batch,
+        "bf16": bf16,
+        "fp16": bool(cfg.fp16 or (cuda and not bf16 and cfg.bf16 is None)),
+        "torch_compile": cfg.torch_compile if cfg.torch_compile is not None else cuda,
+        "accelerator_config": accelerator_config,
+        "include_num_input_tokens_seen": "no" if cfg.avoid_host_syncs else "non_padding",
+    }
+
+
+def resolve_settings(cfg: PretrainConfig) -> PretrainConfig:
+    """``cfg`` with the device's value for every field it leaves to the device; ``sources`` names ``"device"`` for
+    those. Given fields keep their values and sources."""
+    chosen = {name: value for name, value in device_training_args(cfg).items() if name not in cfg.given}
+    resolved = cfg.updated(**chosen)
+    resolved.sources = {**cfg.sources, **dict.fromkeys(chosen, "device")}
+    return resolved
+
+
+def settings_table(cfg: PretrainConfig) -> str:
+    """One line per field: its name, resolved value and source, aligned (``train --print_config``)."""
+    values = cfg.to_fields()
+    width = max(map(len, values))
+    shown = {name: json.dumps(value, default=str) for name, value in values.items()}
+    value_width = min(40, max(map(len, shown.values())))
+    lines = [f"{'field':<{width}}  {'value':<{value_width}}  source"]
+    lines += [f"{name:<{width}}  {text:<{value_width}}  {cfg.sources.get(name, 'default')}" for name, text in shown.items()]
+    return "\n".join(lines)
+
+
+def training_settings(cfg: PretrainConfig) -> dict[str, Any]:
+    """The resolved fields that decide what a run trains, as JSON values (``run.json``'s record of them reads the
+    same)."""
+    values = {name: value for name, value in cfg.to_fields().items() if name not in NOT_TRAINING}
+    return json.loads(json.dumps(values, default=str))
+
+
+def settings_fingerprint(settings: dict[str, Any]) -> str:
+    """A short hash of ``training_settings``: equal exactly when every training setting is equal."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def settings_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """``field: old -> new`` for each setting that differs, for messages."""
+    names = sorted(set(before) | set(after))
+    return [f"{n}: {before.get(n)!r} -> {after.get(n)!r}" for n in names if before.get(n) != after.get(n)]
