@@ -241,7 +241,7 @@ def test_sync_free_token_count_equals_trainers(tmp_path, packing):
     def saved(result):
         return json.loads((result.output_dir / "checkpoint-3" / "trainer_state.json").read_text())["num_input_tokens_seen"]
 
-    assert logged(ours) == logged(trainers) and len(logged(ours)) == 2
+    assert logged(ours) == logged(trainers) and len(logged(ours)) >= 2  # every logging_steps, each save, the end
     assert saved(ours) == saved(trainers) > 0
 
 

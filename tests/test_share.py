@@ -148,10 +148,13 @@ def test_compare_cli_prints_csv_and_never_replaces_a_foreign_file(runs, tmp_path
     code, out, err = _cli(capsys, "compare", *runs, "--csv", "--plot", tmp_path / "c.png")
     assert code == 0, err
     assert len(list(csv.DictReader(io.StringIO(out)))) == 2 and (tmp_path / "c.png").exists()
-    monkeypatch.chdir(tmp_path)  # markdown, and the default plot path in the working folder, twice: ours to replace
+    monkeypatch.chdir(tmp_path)  # markdown; a plot only when asked, and ours to replace
+    code, out, _ = _cli(capsys, "compare", *runs)
+    assert code == 0 and "| run |" in out and list(tmp_path.iterdir()) == [tmp_path / "c.png"]
     for _ in range(2):
-        code, out, _ = _cli(capsys, "compare", *runs)
-        assert code == 0 and "| run |" in out and (tmp_path / "compare.png").exists()
+        code, out, _ = _cli(capsys, "compare", *runs, "--plot", "compare.png")
+        assert code == 0 and "Plot of eval bits/byte against tokens and seconds: compare.png" in out
+    assert (tmp_path / "compare.png").exists()
     (tmp_path / "mine.png").write_bytes(b"\x89PNG user's own picture")
     code, _, err = _cli(capsys, "compare", *runs, "--plot", tmp_path / "mine.png")
     assert code == 1 and "not a figure tinypretrain wrote" in err

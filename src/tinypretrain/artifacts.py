@@ -16,6 +16,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, Trainer
 
 from .data import token_fingerprint
+from .evaluate import STORY_METRICS
 from .generate import generate
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .model import count_parameters
@@ -40,6 +41,45 @@ def save_final(trainer: Trainer, tokenizer: Any, out: Path) -> None:
                 os.replace(item, out / item.name)
         shutil.rmtree(scratch)
     trainer.accelerator.wait_for_everyone()
+
+
+def run_metrics(trainer: Trainer, final: dict[str, float], process_train_loss: float, peak_memory_mb: float
+                ) -> dict[str, Any]:
+    """The run's metrics, over every process that trained it (a resumed run counts what earlier ones did), from a
+    finished ``PretrainTrainer`` and its ``final`` evaluation."""
+    args, clock = trainer.args, trainer.clock
+    tokens = int(trainer.state.num_input_tokens_seen)
+    train_seconds = clock.seconds()
+    wall = clock.wall_seconds()
+    return {
+        "eval_loss": final["eval_loss"],
+        "eval_perplexity": final["eval_perplexity"],
+        "eval_bits_per_byte": final["eval_bits_per_byte"],
+        "train_loss": run_train_loss(trainer.state.log_history, process_train_loss),
+        "train_steps": trainer.state.global_step,
+        "world_size": args.world_size,
+        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+        "tokens_seen": tokens,
+        "train_tokens_per_s": tokens / train_seconds if train_seconds else 0.0,
+        "train_seconds": train_seconds,
+        "wall_time_s": wall,
+        "outside_training_s": max(0.0, wall - train_seconds),
+        "peak_memory_mb": peak_memory_mb,
+        "parameters": count_parameters(trainer.model).total,
+        **{name: value for name, value in final.items() if name.removeprefix("eval_") in STORY_METRICS},
+    }
+
+
+def run_train_loss(history: list[dict[str, Any]], fallback: float) -> float:
+    """The training loss of the whole run, weighted by tokens: each logged loss (a mean over its logging window)
+    counts by the tokens of its window. Every checkpoint and the last step log one, so the windows cover every step
+    of every process. ``fallback`` (Trainer's own, this process only) when nothing was logged."""
+    weighted = tokens = previous = 0
+    for log in history:
+        if "loss" in log and "num_input_tokens_seen" in log:
+            window = log["num_input_tokens_seen"] - previous
+            weighted, tokens, previous = weighted + log["loss"] * window, tokens + window, log["num_input_tokens_seen"]
+    return weighted / tokens if tokens else fallback
 
 
 def write_samples(

@@ -7,6 +7,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import shlex
 import signal
 import sys
 import traceback
@@ -140,8 +141,13 @@ def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
     from .sweep import sweep
 
     base, _ = _config_from_argv(_config_parser("tinypretrain sweep", "Fields shared by every cell of the sweep."), rest)
-    rows = sweep(base, args.output_dir, args.presets, args.budgets, budget_kind=args.budget_kind,
-                 vocab_sizes=args.vocab_sizes, learning_rates=args.learning_rates)
+    try:
+        rows = sweep(base, args.output_dir, args.presets, args.budgets, budget_kind=args.budget_kind,
+                     vocab_sizes=args.vocab_sizes, learning_rates=args.learning_rates, seeds=args.seeds)
+    except TrainingInterrupted as err:  # a cell's own resume advice does not apply: the sweep resumes its cells
+        command = shlex.join(["tinypretrain", "sweep", *sys.argv[2:]]) if sys.argv[1:2] == ["sweep"] else "it"
+        raise TrainingInterrupted(f"{str(err).split(';')[0]}; rerun the same sweep command to resume: {command}",
+                                  err.exit_code) from None
     if PartialState().is_main_process:
         print((Path(args.output_dir) / "sweep.md").read_text(encoding="utf-8"))
         print(f"{len(rows)} cells; table, plot and best-<budget>.yaml in {args.output_dir}")
@@ -183,12 +189,19 @@ def _card(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from .compare import compare, csv_table, markdown_table
+    from .compare import compare, csv_table, group_columns, group_runs, markdown_table
 
     rows = compare(args.run_dirs, plot=args.plot)
-    print(csv_table(rows) if args.csv else markdown_table(rows), end="")
-    if not args.csv:
-        print(f"\nPlot of eval bits/byte against tokens and seconds: {args.plot}")
+    if args.group_by:
+        rows, warnings = group_runs(args.run_dirs, args.group_by)
+        columns = group_columns(args.group_by, args.csv)
+        for warning in warnings:
+            print(f"tinypretrain: warning: {warning}", file=sys.stderr)
+    else:
+        from .compare import COLUMNS as columns
+    print(csv_table(rows, columns) if args.csv else markdown_table(rows, columns), end="")
+    if args.plot:
+        print(f"\nPlot of eval bits/byte against tokens and seconds: {args.plot}", file=sys.stderr if args.csv else sys.stdout)
 
 
 def _push(args: argparse.Namespace) -> None:
@@ -239,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--budget_kind", choices=["time", "tokens"], default="time")
     sw.add_argument("--vocab_sizes", nargs="+", type=int, help="Tokenizer vocabularies to try (default: vocab_size).")
     sw.add_argument("--learning_rates", nargs="+", type=float, help="Peak rates to try (default: learning_rate).")
+    sw.add_argument("--seeds", type=int, default=1,
+                    help="Seeds per cell (seed, seed+1, ...): the table shows mean ± 95%% CI; best-*.yaml the best mean.")
     sw.add_argument("--output_dir", required=True, help="Folder of the sweep; rerun to resume it.")
 
     gen = sub.add_parser("generate", help="Sample stories from a trained model.")
@@ -264,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="Finished runs side by side: a table of settings and metrics, and a plot.")
     cmp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     cmp.add_argument("--csv", action="store_true", help="Print CSV instead of a markdown table.")
-    cmp.add_argument("--plot", default="compare.png", help="Where to write the plot (default: compare.png).")
+    cmp.add_argument("--plot", default=None, help="Also write a PNG of eval bits/byte against tokens and seconds here.")
+    cmp.add_argument("--group_by", nargs="+", metavar="FIELD",
+                     help="Group runs by these settings: n, mean ± 95%% CI and Welch's p against the first group.")
 
     push = sub.add_parser("push", help="Upload a finished run (card, weights, tokenizer, run.json, plot) to the hub.")
     push.add_argument("run_dir")

@@ -11,6 +11,7 @@ from typing import Any
 
 from .artifacts import is_our_figure, new_axes, save_figure
 from .card import read_run
+from .stats import format_mean_ci, format_p, mean_ci, welch_p
 
 COLUMNS = (
     "run",
@@ -36,8 +37,9 @@ COLUMNS = (
 
 
 def compare(run_dirs: list[str | Path], plot: str | Path | None = None) -> list[dict[str, Any]]:
-    """One row per run folder (``COLUMNS``; a value the run did not record is None), and, with ``plot``, a PNG of
-    their eval bits/byte against tokens seen and against training seconds."""
+    """One row per run folder (``COLUMNS``; a value the run did not record is None; a folder named twice counts
+    once), and, with ``plot``, a PNG of their eval bits/byte against tokens seen and against training seconds."""
+    run_dirs = list({Path(d).resolve(): d for d in run_dirs}.values())
     if not run_dirs:
         raise ValueError("compare() needs at least one run folder.")
     rows = [run_row(d) for d in run_dirs]
@@ -47,13 +49,66 @@ def compare(run_dirs: list[str | Path], plot: str | Path | None = None) -> list[
 
 
 def run_row(run_dir: str | Path) -> dict[str, Any]:
-    """A finished run's key settings and final metrics, from its run.json."""
+    """A finished run's key settings and final metrics, from its run.json; ``vocab_size`` is the tokenizer's real
+    size."""
     record = read_run(run_dir)
     cfg, metrics = record["config"], record["metrics"]
-    row = {"run": str(run_dir), "vocab_size": cfg["model_config"]["vocab_size"]}
+    row = {"run": str(run_dir), "vocab_size": record["run"]["tokenizer"]["vocab_size"]}
     for column in COLUMNS:
         row.setdefault(column, metrics.get(column, cfg.get(column)))
     return row
+
+
+GROUP_METRICS = ("eval_bits_per_byte", "eval_loss")
+
+
+def group_runs(run_dirs: list[str | Path], by: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Runs grouped by the resolved settings ``by`` (run.json config fields, or ``model_config`` fields): per group,
+    n, the mean ± 95% CI (Student t) of eval bits/byte and eval loss, and Welch's p against the first group. Also
+    returns warnings (runs with different tokenizers: their eval_loss does not compare, their bits/byte does)."""
+    run_dirs = list({Path(d).resolve(): d for d in run_dirs}.values())
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    origins = {}
+    for run_dir in run_dirs:
+        record = read_run(run_dir)
+        cfg = record["config"]
+        known = {**cfg.get("model_config", {}), **cfg}
+        missing = [name for name in by if name not in known]
+        if missing:
+            raise ValueError(f"{run_dir} records no setting {missing[0]!r}; group by fields of its run.json config.")
+        groups.setdefault(tuple(_hashable(known[name]) for name in by), []).append(record["metrics"])
+        tokenizer = record["run"]["tokenizer"]
+        origins[str(run_dir)] = (tokenizer["origin"], tokenizer["vocab_size"])
+    warnings = []
+    if len(set(origins.values())) > 1:
+        listed = "; ".join(f"{run}: {origin} ({size:,} tokens)" for run, (origin, size) in origins.items())
+        warnings.append(f"the runs use different tokenizers, so eval_loss does not compare across them (bits/byte "
+                        f"does): {listed}")
+    first = next(iter(groups.values()))
+    rows = [{**dict(zip(by, key)), **summarize(members, first)} for key, members in groups.items()]
+    return rows, warnings
+
+
+def summarize(members: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[str, Any]:
+    """``n`` and, per ``GROUP_METRICS`` metric of these runs' metrics: the mean, the 95% CI half-width and Welch's p
+    against ``reference`` (numbers, for CSV), and the same as text (``1.2345 ± 0.0100``, ``p=0.03``, for markdown)."""
+    row: dict[str, Any] = {"n": len(members)}
+    for metric in GROUP_METRICS:
+        values = [m[metric] for m in members]
+        row[f"{metric}_mean"], row[f"{metric}_ci95"] = mean_ci(values)
+        p = welch_p(values, [m[metric] for m in reference]) if members is not reference else None
+        row[f"{metric}_p"], row[metric], row[f"{metric} p"] = p, format_mean_ci(values), format_p(p)
+    return row
+
+
+def group_columns(by: list[str] | tuple[str, ...], csv: bool) -> tuple[str, ...]:
+    """The columns of a grouped table: numbers for CSV, ``mean ± CI`` and ``p=`` text for markdown."""
+    parts = ("_mean", "_ci95", "_p") if csv else ("", " p")
+    return (*by, "n", *(metric + part for metric in GROUP_METRICS for part in parts))
+
+
+def _hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
 
 
 def eval_curve(run_dir: str | Path) -> list[dict[str, float]]:

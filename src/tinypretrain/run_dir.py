@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import logging
 import os
 import shutil
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
+from .card import is_unedited_card
 from .trainer import last_complete_checkpoint
 
 LOCK = ".tinypretrain.lock"
@@ -114,6 +116,11 @@ def prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
             f"output_dir {out} holds {', '.join(present[:5])} but no tinypretrain run (no run.json or complete "
             "checkpoint), so it is not replaced. Pick a new output_dir."
         )
+    if "README.md" in present and not is_unedited_card(out / "README.md"):
+        present.remove("README.md")  # the user's words: kept, and the new run leaves them as they are
+        logging.getLogger("tinypretrain").warning(
+            "%s was edited after tinypretrain wrote it: kept for the new run (`tinypretrain card --force` rewrites it).",
+            out / "README.md")
     if (out / PREVIOUS).exists():  # a replacement that never finished: the run inside it is the one to keep aside
         present.remove(PREVIOUS)
         for name in present:
@@ -140,7 +147,8 @@ def undo_replacement(out: Path) -> None:
     if not previous.exists():
         return
     for item in out.iterdir():
-        if item.name not in (PREVIOUS, LOCK) and _is_run_file(item.name):
+        kept_card = item.name == "README.md" and not is_unedited_card(item)  # the user's, kept by prepare()
+        if item.name not in (PREVIOUS, LOCK) and _is_run_file(item.name) and not kept_card:
             _remove(item)
     for item in previous.iterdir():
         os.replace(item, out / item.name)

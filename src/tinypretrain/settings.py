@@ -63,7 +63,7 @@ def settings_table(cfg: PretrainConfig) -> str:
 def training_settings(cfg: PretrainConfig) -> dict[str, Any]:
     """The resolved fields that decide what a run trains, as JSON values (``run.json``'s record of them reads the
     same)."""
-    values = {name: value for name, value in cfg.to_fields().items() if name not in NOT_TRAINING}
+    values = {name: value for name, value in cfg.to_dict().items() if name not in NOT_TRAINING}
     return json.loads(json.dumps(values, default=str))
 
 

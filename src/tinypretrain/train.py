@@ -21,7 +21,7 @@ from datasets import Dataset
 from transformers import LlamaConfig, PreTrainedModel, TrainerCallback
 
 from . import run_dir
-from .artifacts import describe_run, save_final, write_run_record, write_samples
+from .artifacts import describe_run, run_metrics, save_final, write_run_record, write_samples
 from .budget import (
     OverheadAllowance,
     RankAgreement,
@@ -35,7 +35,6 @@ from .card import refresh_model_card
 from .collate import causal_collator
 from .compute import compute_record, flops_per_token, peak_flops
 from .config import DEFAULT_CONTEXT, PRESETS, make_llama_config
-from .evaluate import STORY_METRICS
 from .model import build_model, count_parameters
 from .pretrain_config import PretrainConfig
 from .run_data import load_texts, make_tokenizer, training_rows
@@ -193,7 +192,7 @@ def _run(cfg: PretrainConfig, out: Path, state: PartialState, callbacks: list[Tr
 def _finish(cfg: PretrainConfig, out: Path, state: PartialState, trainer: PretrainTrainer, train_output: Any,
             tokenizer: Any, texts: Any, train_rows: Any) -> PretrainResult:
     """The final evaluation, model, samples, run.json and card."""
-    model, clock = trainer.model, trainer.clock
+    model = trainer.model
     # The evaluation at the last step, unless the schedule already ran it there.
     history = trainer.state.log_history
     final = next((h for h in history[::-1] if "eval_loss" in h and h.get("step") == trainer.state.global_step), None)
@@ -202,7 +201,7 @@ def _finish(cfg: PretrainConfig, out: Path, state: PartialState, trainer: Pretra
     save_final(trainer, tokenizer, out)
     if state.is_main_process:
         run_dir.finish_replacement(out)
-    metrics = _run_metrics(cfg, trainer, final, train_output)
+    metrics = run_metrics(trainer, final, train_output.training_loss, _peak_memory_mb())
     if trainer.is_world_process_zero():
         sample_tokens = min(200, cfg.max_length)
         samples = write_samples(model, tokenizer, cfg.num_samples, sample_tokens, cfg.seed, out / "samples.md")
@@ -225,44 +224,6 @@ def _finish(cfg: PretrainConfig, out: Path, state: PartialState, trainer: Pretra
         write_run_record(out, record, metrics, trainer.state.log_history, description)
         refresh_model_card(out)
     return PretrainResult(model=model, tokenizer=tokenizer, output_dir=out, metrics=metrics)
-
-
-def _run_metrics(cfg: PretrainConfig, trainer: PretrainTrainer, final: dict[str, float], train_output: Any
-                 ) -> dict[str, Any]:
-    """The run's metrics, over every process that trained it (a resumed run counts what earlier ones did)."""
-    args, clock = trainer.args, trainer.clock
-    tokens = int(trainer.state.num_input_tokens_seen)
-    train_seconds = clock.seconds()
-    wall = clock.wall_seconds()
-    return {
-        "eval_loss": final["eval_loss"],
-        "eval_perplexity": final["eval_perplexity"],
-        "eval_bits_per_byte": final["eval_bits_per_byte"],
-        "train_loss": run_train_loss(trainer.state.log_history, train_output.training_loss),
-        "train_steps": trainer.state.global_step,
-        "world_size": args.world_size,
-        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
-        "tokens_seen": tokens,
-        "train_tokens_per_s": tokens / train_seconds if train_seconds else 0.0,
-        "train_seconds": train_seconds,
-        "wall_time_s": wall,
-        "outside_training_s": max(0.0, wall - train_seconds),
-        "peak_memory_mb": _peak_memory_mb(),
-        "parameters": count_parameters(trainer.model).total,
-        **{name: value for name, value in final.items() if name.removeprefix("eval_") in STORY_METRICS},
-    }
-
-
-def run_train_loss(history: list[dict[str, Any]], fallback: float) -> float:
-    """The training loss of the whole run, weighted by tokens: each logged loss (a mean over its logging window)
-    counts by the tokens of its window. Every checkpoint and the last step log one, so the windows cover every step
-    of every process. ``fallback`` (Trainer's own, this process only) when nothing was logged."""
-    weighted = tokens = previous = 0
-    for log in history:
-        if "loss" in log and "num_input_tokens_seen" in log:
-            window = log["num_input_tokens_seen"] - previous
-            weighted, tokens, previous = weighted + log["loss"] * window, tokens + window, log["num_input_tokens_seen"]
-    return weighted / tokens if tokens else fallback
 
 
 def _already_complete(out: Path) -> PretrainResult:
