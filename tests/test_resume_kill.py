@@ -48,7 +48,12 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     max_diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert max_diff == 0.0, f"resumed weights differ from the uninterrupted run by {max_diff}"
     assert _losses(crashed) == _losses(full)
-    assert json.loads((crashed / "run.json").read_text())["metrics"]["train_steps"] == 240
+    resumed, straight = (json.loads((d / "run.json").read_text())["metrics"] for d in (crashed, full))
+    assert resumed["train_steps"] == 240
+    # the record covers both processes: the loss of every step, all tokens, both processes' time
+    assert resumed["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-9)
+    assert resumed["tokens_seen"] == straight["tokens_seen"] == 240 * 8 * 64
+    assert resumed["wall_time_s"] > resumed["train_seconds"] > 0.5 * straight["train_seconds"]
 
 
 def test_resume_skips_a_checkpoint_killed_mid_save(tmp_path):

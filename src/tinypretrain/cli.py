@@ -128,7 +128,10 @@ def _train(argv: list[str]) -> None:
     if not PartialState().is_main_process:  # under torchrun/accelerate, rank 0 reports
         return
     m = result.metrics
-    print(f"\nModel and tokenizer saved to {result.output_dir}")
+    if result.already_complete:
+        print(f"\n{result.output_dir} is already complete (step {m['train_steps']}); nothing was trained or written.")
+    else:
+        print(f"\nModel and tokenizer saved to {result.output_dir}")
     print(
         f"eval loss {m['eval_loss']:.3f} | bits/byte {m['eval_bits_per_byte']:.3f} | {m['tokens_seen']:,} tokens in "
         f"{m['train_seconds']:.0f}s of training at {m['train_tokens_per_s']:,.0f} tok/s | wall {m['wall_time_s']:.0f}s, "

@@ -63,6 +63,7 @@ class PretrainResult:
     tokenizer: Any
     output_dir: Path
     metrics: dict[str, float]
+    already_complete: bool = False  # a finished run was resumed: nothing was trained or written
 
 
 def pretrain(
@@ -235,7 +236,8 @@ def _already_complete(out: Path) -> PretrainResult:
     metrics = json.loads((out / "run.json").read_text(encoding="utf-8"))["metrics"]
     logger.info("%s is already complete (step %s); nothing to train, nothing written.", out, metrics["train_steps"])
     model = AutoModelForCausalLM.from_pretrained(out, use_safetensors=True)
-    return PretrainResult(model=model, tokenizer=load_tokenizer(str(out)), output_dir=out, metrics=metrics)
+    return PretrainResult(model=model, tokenizer=load_tokenizer(str(out)), output_dir=out, metrics=metrics,
+                          already_complete=True)
 
 
 def _trained_to_the_end(cfg: PretrainConfig, checkpoint: str, budget_s: float | None) -> bool:
