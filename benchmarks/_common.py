@@ -152,13 +152,13 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     """``"name:field=value,field=value"`` -> (name, PretrainConfig overrides), values typed by the field."""
-    from tinypretrain.pretrain_config import coerce, field_defaults
+    from tinypretrain.pretrain_config import PretrainConfig, coerce
 
     name, _, assignments = spec.partition(":")
     overrides: dict[str, Any] = {}
     for item in filter(None, assignments.split(",")):
         key, _, value = item.partition("=")
-        if key not in field_defaults():
+        if key not in PretrainConfig.__dataclass_fields__:
             raise SystemExit(f"Unknown PretrainConfig field {key!r} in --variant {spec!r}.")
         overrides[key] = coerce(key, value)
     return name, overrides

@@ -40,7 +40,8 @@ def main() -> None:
         print_table(throughput["rows"], ["path", "real_tok_s", "padding", "peak_mem_mb", "ratio_to_seed"])
         if throughput.get("tokenization"):
             print_table(throughput["tokenization"], ["pipeline", "stories_per_s"])
-    ours = throughput["rows"][1] if throughput and len(throughput["rows"]) > 1 else None
+    # pretrain()'s default path by its label (the row order changes with the variants a run was given)
+    ours = next((r for r in throughput["rows"] if r["path"].startswith("pretrain() default ")), None) if throughput else None
     speed = ours["real_tok_s"] if ours else None
     peak = ours.get("peak_mem_mb") if ours else None
     targets += [

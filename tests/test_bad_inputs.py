@@ -98,7 +98,7 @@ def test_bad_input_gets_one_clear_message(name, tmp_path, capsys):
     argv = ["train", *extra] if extra and not extra[0].startswith("-") else ["train", *SMALL, *extra]
     if "--output_dir" not in argv:
         argv += ["--output_dir", str(tmp_path / "out")]
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err, err
     assert "Traceback (most recent call last)" not in err
@@ -154,7 +154,7 @@ def test_full_disk_keeps_the_last_checkpoint_and_names_the_disk(tmp_path, monkey
 
     monkeypatch.setattr(Trainer, "_save_checkpoint", filling_disk)
     out = tmp_path / "run"
-    assert main(["train", *SMALL[:1], "6", *SMALL[2:], "--save_steps", "2", "--output_dir", str(out)]) == 1
+    assert main(["train", *SMALL[:1], "6", *SMALL[2:], "--save_steps", "2", "--output_dir", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"The disk holding {out.resolve()} is full" in err and "Traceback" not in err
     assert f"last complete checkpoint is {out}/checkpoint-2" in err

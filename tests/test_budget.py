@@ -98,3 +98,38 @@ def test_clock_stops_while_paused_and_nests(monkeypatch):
     clock.resume()
     now[0] += 1
     assert clock.seconds() == 5.0 + 2 + 1
+
+
+def test_ranks_agree_by_a_tensor_all_reduce_about_twice_a_second(monkeypatch):
+    """Several processes compare notes through one small all-reduce every ~0.5 s of training, never by pickling an
+    object every step (which cost a host sync and a broadcast per step)."""
+    import torch
+
+    from tinypretrain import budget
+    from tinypretrain.budget import RankAgreement, TrainingClock
+
+    class TwoRanks:
+        num_processes, is_main_process, device = 2, True, torch.device("cpu")
+
+    calls = []
+
+    def all_reduce(tensor, op=None):
+        calls.append(tensor.clone())
+        tensor[1] = 1.0 if len(calls) == 5 else tensor[1]  # another rank got a signal before the fifth exchange
+
+    now = [0.0]
+    monkeypatch.setattr(budget, "PartialState", TwoRanks)
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    monkeypatch.setattr(budget.time, "monotonic", lambda: now[0])
+    clock = TrainingClock()
+    clock.start()
+    agreement = RankAgreement(clock)
+    agreed = {}
+    for step in range(1, 401):
+        now[0] += 0.01  # 10 ms steps: ~50 steps per half second
+        if agreement.at_step(step) is not None:
+            agreed[step] = agreement.at_step(step)  # asked again at the same step: no second exchange
+    agreed_at = list(agreed)
+    assert len(calls) == len(agreed_at) and 5 <= len(calls) <= 20  # not 400
+    assert all(b - a >= 40 for a, b in zip(agreed_at[2:], agreed_at[3:])), agreed_at  # after measuring, ~every 50 steps
+    assert [a.signalled for a in agreed.values()][3:5] == [False, True]  # any rank's signal reaches every rank

@@ -35,10 +35,10 @@ def test_train_generate_eval_from_the_command_line(tmp_path, capsys):
 
 
 def test_errors_are_one_line_without_traceback(tmp_path, capsys):
-    assert main(["train", "--preset", "nope", "--output_dir", str(tmp_path / "x")]) == 1
+    assert main(["train", "--preset", "nope", "--output_dir", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "unknown preset 'nope'" in err and "Traceback" not in err
-    assert main(["generate", str(tmp_path)]) == 1
+    assert main(["generate", str(tmp_path)]) == 2
     assert "not a model folder" in capsys.readouterr().err
     with pytest.raises(ValueError):
         main(["--debug", "generate", str(tmp_path)])
@@ -53,7 +53,7 @@ def test_refuses_pickled_weights(tmp_path, capsys):
                                                 num_key_value_heads=1, vocab_size=300))
     model.config.save_pretrained(tmp_path)
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
-    assert main(["generate", str(tmp_path)]) == 1
+    assert main(["generate", str(tmp_path)]) == 2
     assert "safetensors" in capsys.readouterr().err
 
 
@@ -67,7 +67,7 @@ def test_damaged_weights_are_one_line(tmp_path, capsys):
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a copy cut short
     for command in (["generate", str(tmp_path)], ["eval", str(tmp_path), "--dataset", str(tmp_path / "x.txt")]):
-        assert main(command) == 1
+        assert main(command) == 2
         err = capsys.readouterr().err
         assert f"The weights in {tmp_path} are damaged" in err and "Traceback" not in err
 

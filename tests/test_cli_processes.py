@@ -51,7 +51,7 @@ def test_a_bug_shows_its_traceback_and_versions(tmp_path, monkeypatch, capsys):
         raise KeyError("internal")
 
     monkeypatch.setattr(cli.training, "pretrain", broken)
-    assert cli.main(["train", "--output_dir", str(tmp_path / "o")]) == 2
+    assert cli.main(["train", "--output_dir", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "KeyError: 'internal'" in err
     assert "this looks like a bug" in err and '"transformers": "5.' in err
@@ -60,7 +60,7 @@ def test_a_bug_shows_its_traceback_and_versions(tmp_path, monkeypatch, capsys):
 def test_a_mistake_is_one_line(tmp_path, capsys):
     import tinypretrain.cli as cli
 
-    assert cli.main(["train", "--learning_rate", "-1", "--output_dir", str(tmp_path / "o")]) == 1
+    assert cli.main(["train", "--learning_rate", "-1", "--output_dir", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tinypretrain: error: Invalid PretrainConfig: learning_rate must be >= 0")
     assert "Traceback" not in err

@@ -300,13 +300,13 @@ def test_recipe_through_the_cli(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tp.train, "pretrain", fake_pretrain)
     (tmp_path / "c.yaml").write_text("recipe: fast\nlearning_rate: 0.001\nmax_length: 256\n")
-    assert cli.main(["train", str(tmp_path / "c.yaml"), "--max_length", "128", "--train_split", "train"]) == 1
+    assert cli.main(["train", str(tmp_path / "c.yaml"), "--max_length", "128", "--train_split", "train"]) == 2
     cfg = captured.pop("cfg")
     assert (cfg.recipe, cfg.learning_rate, cfg.max_length, cfg.train_split, cfg.preset) == ("fast", 0.001, 128, "train", "seed-20m")
-    assert cli.main(["train", "--recipe", "seed", "--learning_rate", "0.003"]) == 1
+    assert cli.main(["train", "--recipe", "seed", "--learning_rate", "0.003"]) == 2
     _applies_seed(captured.pop("cfg"), learning_rate=0.003)
     # a flag wins even when it sets the library default (a merge of what was given, not a comparison of values)
-    assert cli.main(["train", "--recipe", "seed", "--learning_rate", "0.002", "--train_split", "train"]) == 1
+    assert cli.main(["train", "--recipe", "seed", "--learning_rate", "0.002", "--train_split", "train"]) == 2
     _applies_seed(captured.pop("cfg"), learning_rate=0.002, train_split="train")
     # and the resolved config keeps it when pretrain() copies it
     cfg = PretrainConfig(recipe="seed", learning_rate=3e-4).updated(learning_rate=2e-3, max_steps=3)

@@ -132,7 +132,7 @@ def test_print_config_names_each_source_and_writes_nothing(tmp_path, capsys, mon
 
 
 def test_an_abbreviated_or_unknown_flag_is_refused_with_a_hint(capsys):
-    assert main(["train", "--recip", "seed", "--print_config"]) == 1
+    assert main(["train", "--recip", "seed", "--print_config"]) == 2
     err = capsys.readouterr().err
     assert "--recip (did you mean --recipe?)" in err and len(err.strip().splitlines()) == 2
 

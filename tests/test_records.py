@@ -42,7 +42,7 @@ def test_a_budget_below_the_time_already_trained_is_refused(tmp_path, capsys):
     assert main(["train", *TINY, "--max_time", "2", "--output_dir", str(out)]) == 0
     before = _snapshot(out)
     capsys.readouterr()
-    assert main(["train", *TINY, "--max_time", "1", "--output_dir", str(out), "--resume_from_checkpoint", "true"]) == 1
+    assert main(["train", *TINY, "--max_time", "1", "--output_dir", str(out), "--resume_from_checkpoint", "true"]) == 2
     err = capsys.readouterr().err
     assert "max_time 1 is less than the" in err and "already trained" in err and _snapshot(out) == before
     # the run's own budget: already complete

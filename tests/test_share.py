@@ -114,7 +114,7 @@ def test_card_command_rewrites_the_card_and_refuses_a_non_run(runs, tmp_path, ca
     (run / "README.md").unlink()
     assert _cli(capsys, "card", run)[0] == 0 and (run / "README.md").exists()
     code, _, err = _cli(capsys, "card", tmp_path)
-    assert code == 1 and "no run.json" in err and len(err.strip().splitlines()) == 2
+    assert code == 2 and "no run.json" in err and len(err.strip().splitlines()) == 2
 
 
 def test_an_edited_or_foreign_card_is_never_replaced_unasked(runs, tmp_path, capsys):
@@ -124,11 +124,11 @@ def test_an_edited_or_foreign_card_is_never_replaced_unasked(runs, tmp_path, cap
     card.write_text(card.read_text() + "\nMy own notes on this model.\n")
     edited = card.read_text()
     code, _, err = _cli(capsys, "card", run)
-    assert code == 1 and "was edited" in err and card.read_text() == edited
+    assert code == 2 and "was edited" in err and card.read_text() == edited
     push_run(run, "me/edited", api=LocalHub(tmp_path / "hub"))  # pushed as the user left it
     assert (tmp_path / "hub" / "me" / "edited" / "README.md").read_text() == card.read_text() == edited
     card.write_text("# A card I wrote myself\n")
-    assert _cli(capsys, "card", run)[0] == 1 and card.read_text() == "# A card I wrote myself\n"
+    assert _cli(capsys, "card", run)[0] == 2 and card.read_text() == "# A card I wrote myself\n"
     assert _cli(capsys, "card", run, "--force")[0] == 0 and is_unedited_card(card)
     assert ModelCard.load(card).data.eval_results
 
@@ -157,12 +157,12 @@ def test_compare_cli_prints_csv_and_never_replaces_a_foreign_file(runs, tmp_path
     assert (tmp_path / "compare.png").exists()
     (tmp_path / "mine.png").write_bytes(b"\x89PNG user's own picture")
     code, _, err = _cli(capsys, "compare", *runs, "--plot", tmp_path / "mine.png")
-    assert code == 1 and "not a figure tinypretrain wrote" in err
+    assert code == 2 and "not a figure tinypretrain wrote" in err
     assert (tmp_path / "mine.png").read_bytes() == b"\x89PNG user's own picture"
     card = tmp_path / "card.png"  # names tinypretrain, but is not a figure it wrote
     card.write_bytes((Path(runs[0]) / "README.md").read_bytes())
     code, _, err = _cli(capsys, "compare", *runs, "--plot", card)
-    assert code == 1 and "not a figure tinypretrain wrote" in err
+    assert code == 2 and "not a figure tinypretrain wrote" in err
     assert card.read_bytes() == (Path(runs[0]) / "README.md").read_bytes()
 
 
@@ -172,13 +172,13 @@ def test_compare_names_a_damaged_log_and_a_plot_path_that_is_not_a_png(runs, tmp
         log.write('{"step": 9, "eval_bits')
     for run, message in ((damaged, "metrics.jsonl line"), (tmp_path, "no run.json")):
         code, _, err = _cli(capsys, "compare", runs[0], run, "--plot", tmp_path / "c.png")
-        assert code == 1 and message in err and len(err.strip().splitlines()) == 2
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 2
     (damaged / "metrics.jsonl").unlink()
     code, _, err = _cli(capsys, "compare", runs[0], damaged, "--plot", tmp_path / "c.png")
-    assert code == 1 and "metrics.jsonl is missing" in err
+    assert code == 2 and "metrics.jsonl is missing" in err
     for plot in (tmp_path / "c.jpg", tmp_path):
         code, _, err = _cli(capsys, "compare", *runs, "--plot", plot)
-        assert code == 1 and "ending in .png" in err
+        assert code == 2 and "ending in .png" in err
     assert not (tmp_path / "c.jpg").exists() and not (tmp_path / "c.png").exists()
 
 
@@ -223,13 +223,13 @@ def test_push_fails_fast_with_one_line_offline_or_logged_out(runs, tmp_path, cap
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     code, _, err = _cli(capsys, "push", runs[0], "--repo_id", "me/tiny")
-    assert code == 1 and "Not logged in" in err
+    assert code == 2 and "Not logged in" in err
     # A hub that cannot be reached (a closed local port) must be reported at once, not after retries.
     monkeypatch.setenv("HF_TOKEN", "hf_fake")
     monkeypatch.setattr(constants, "ENDPOINT", "https://127.0.0.1:9")
     code, _, err = _cli(capsys, "push", runs[0], "--repo_id", "me/tiny")
-    assert code == 1 and "cannot be reached" in err and len(err.strip().splitlines()) == 2  # error + --debug hint
+    assert code == 2 and "cannot be reached" in err and len(err.strip().splitlines()) == 2  # error + --debug hint
     code, _, err = _cli(capsys, "push", tmp_path, "--repo_id", "me/tiny")
-    assert code == 1 and "no final model" in err
+    assert code == 2 and "no final model" in err
     code, _, err = _cli(capsys, "push", runs[0], "--repo_id", "me/tiny stories")  # checked before anything else
-    assert code == 1 and "--repo_id: Repo id must use alphanumeric chars" in err
+    assert code == 2 and "--repo_id: Repo id must use alphanumeric chars" in err

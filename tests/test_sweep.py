@@ -49,7 +49,7 @@ def test_sweep_writes_table_plot_best_config_and_resumes(tmp_path, monkeypatch, 
     assert main(argv) == 0  # every cell is finished: nothing retrains
     assert "4 cells" in capsys.readouterr().out
     # other shared settings: the finished cells no longer match, and the sweep says what changed instead of reusing
-    assert main([*argv, "--weight_decay", "0.0"]) == 1
+    assert main([*argv, "--weight_decay", "0.0"]) == 2
     err = capsys.readouterr().err
     assert "weight_decay: 0.1 -> 0.0" in err and "--overwrite_output_dir" in err
 
@@ -57,7 +57,7 @@ def test_sweep_writes_table_plot_best_config_and_resumes(tmp_path, monkeypatch, 
 def test_a_tokenizer_with_vocab_sizes_is_refused(tmp_path, capsys):
     code = main(["sweep", "--presets", "cpu-2m", "--budgets", "1k", "--budget_kind", "tokens", "--vocab_sizes", "300",
                  "--output_dir", str(tmp_path / "s"), "--tokenizer", str(tmp_path), *BASE])
-    assert code == 1 and "cannot go with --tokenizer" in capsys.readouterr().err
+    assert code == 2 and "cannot go with --tokenizer" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
 
 

@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, Trainer
 from .data import token_fingerprint
 from .evaluate import STORY_METRICS
 from .generate import generate
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, open_file_mode
 from .model import count_parameters
 from .pretrain_config import PretrainConfig
 from .run_data import RunTexts
@@ -36,8 +36,11 @@ def save_final(trainer: Trainer, tokenizer: Any, out: Path) -> None:
     trainer.save_model(str(scratch))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(scratch)
+        mode = open_file_mode(out)
         for item in scratch.iterdir():
             if item.name != "training_args.bin":
+                if item.is_file():
+                    os.chmod(item, mode)  # safetensors writes the weights 0600
                 os.replace(item, out / item.name)
         shutil.rmtree(scratch)
     trainer.accelerator.wait_for_everyone()

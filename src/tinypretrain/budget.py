@@ -174,6 +174,7 @@ class RankAgreement:
         self.clock = clock
         self.signalled = False  # set by this rank's signal handler
         self.every = 1
+        self._synced_at = 0
         self._step: int | None = None
         self._agreed: Agreed | None = None
         self._first: tuple[int, float] | None = None
@@ -186,13 +187,14 @@ class RankAgreement:
         state = PartialState()
         if state.num_processes == 1:
             self._agreed = Agreed(self.clock.seconds(), self.signalled)
-        elif step % self.every == 0:
+        elif step >= self._synced_at + self.every:
             import torch
 
             seconds = self.clock.seconds() if state.is_main_process else 0.0
             values = torch.tensor([seconds, float(self.signalled)], dtype=torch.float64, device=state.device)
             torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MAX)
             self._agreed = Agreed(float(values[0]), bool(values[1]))
+            self._synced_at = step
             self._adapt(step, self._agreed.seconds)
         return self._agreed
 

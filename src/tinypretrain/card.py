@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,10 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}); it was not written by a finished run.") from None
-    if "run" not in record:
-        raise ValueError(
-            f"{path} comes from a tinypretrain older than model cards (no 'run' section); retrain to get one."
-        )
+    missing = [key for key in ("config", "metrics", "run", "compute") if key not in record]
+    if missing:
+        raise ValueError(f"{path} has no {missing[0]!r} section, so it is not the record of a finished run of this "
+                         "tinypretrain; retrain to get one.")
     return record
 
 
@@ -82,9 +83,10 @@ def model_card(run_dir: str | Path, repo_id: str | None = None) -> ModelCard:
         )
         for key, (metric, label) in INDEXED_METRICS.items()
     ]
+    license_id = cfg["license"] if re.fullmatch(r"[a-z0-9][a-z0-9.-]*", str(cfg["license"])) else "other"
     card_data = ModelCardData(
         model_name=name,
-        license=cfg["license"],
+        license=license_id,  # run.json may have been edited: the hub refuses any other form
         library_name="transformers",
         pipeline_tag="text-generation",
         language="en",

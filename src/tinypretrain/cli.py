@@ -24,8 +24,10 @@ from .pretrain_config import PretrainConfig, nullable, read_config_file
 from .settings import resolve_settings, settings_table
 from .trainer import TrainingDivergedError
 
-# Errors users cause and can fix (bad input, missing files, a full disk, divergence, too big a batch): one line.
-# Anything else is shown with its traceback as a probable bug.
+# Errors users cause and can fix (bad input, missing files, a full disk, divergence, too big a batch): one line, exit
+# 2 (as argparse's own usage errors). Anything else is shown with its traceback as a probable bug: exit 1 (as an
+# uncaught Python exception). Signals: 128 + the signal's number (130 SIGINT, 143 SIGTERM).
+USAGE_ERROR, BUG = 2, 1
 USER_ERRORS = (ValueError, OSError, TrainingDivergedError, torch.OutOfMemoryError)
 
 
@@ -36,6 +38,13 @@ def _load_model(model_dir: str):
 
     if not Path(model_dir, "config.json").exists():
         raise ValueError(f"{model_dir} is not a model folder (no config.json); pass a run's output_dir.")
+    if not any(Path(model_dir).glob("*.safetensors")):
+        raise ValueError(f"{model_dir} holds no safetensors weights (tinypretrain never loads pickled weights); pass "
+                         "a run's output_dir, or save the model with save_pretrained(safe_serialization=True).")
+    if not any(Path(model_dir, name).exists() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise ValueError(f"{model_dir} holds no tokenizer (no tokenizer.json or tokenizer_config.json); pass a run's "
+                         "output_dir, or save the tokenizer beside the model.")
+
     from safetensors import SafetensorError
 
     # safetensors only, never pickles; no remote code.
@@ -178,9 +187,11 @@ def _eval(args: argparse.Namespace) -> None:
     from .data import load_text_dataset
     from .evaluate import evaluate
 
+    if args.max_samples is not None and args.max_samples < 1:
+        raise ValueError(f"--max_samples must be >= 1 (or left out to evaluate every text), got {args.max_samples}.")
     model, tokenizer = _load_model(args.model_dir)
     ds = load_text_dataset(args.dataset, args.split, text_column=args.text_column)
-    if args.max_samples:
+    if args.max_samples is not None:
         ds = ds.select(range(min(args.max_samples, len(ds))))
     print(json.dumps(evaluate(model, tokenizer, ds, text_column=args.text_column), indent=2))
 
@@ -333,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"tinypretrain: error: {err}", file=sys.stderr)
         print("(run with --debug for the full traceback)", file=sys.stderr)
-        return 1
+        return USAGE_ERROR
     except Exception:  # not a mistake of the user's: show everything needed to report it
         from .artifacts import versions
 
@@ -343,5 +354,5 @@ def main(argv: list[str] | None = None) -> int:
             f"these versions: {json.dumps(versions())}",
             file=sys.stderr,
         )
-        return 2
+        return BUG
     return 0

@@ -62,7 +62,13 @@ def continue_prompts(
     max_time: float | None = None,
 ) -> list[Continuation]:
     """``generate``'s continuations alone, each with whether it ended at EOS within ``max_new_tokens`` (the story
-    metrics need to know which stories end); ``max_time`` seconds stop sampling early (transformers' own limit)."""
+    metrics need to know which stories end); ``max_time`` seconds stop sampling early (transformers' own limit).
+    ``temperature=0`` means greedy decoding. ``top_p`` must be in (0, 1] and ``top_k`` >= 0 (0: no top-k cut)."""
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (1 keeps every token), got {top_p}.")
+    if top_k < 0 or temperature < 0:
+        raise ValueError(f"top_k and temperature must be >= 0 (0: no top-k cut; greedy), got {top_k}, {temperature}.")
+    do_sample = do_sample and temperature > 0
     if not prompts:
         return []
     eos = tokenizer.eos_token_id

@@ -3,11 +3,13 @@ tinypretrain did not write."""
 
 from __future__ import annotations
 
-import errno
+import fcntl
 import fnmatch
+import json
 import logging
 import os
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -17,15 +19,17 @@ from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
 from .card import is_unedited_card
+from .io import atomic_write_text
 from .trainer import last_complete_checkpoint
 
 LOCK = ".tinypretrain.lock"
+OWNER = ".tinypretrain.lock.owner"  # who holds the lock, for messages only
 PREVIOUS = ".previous-run"  # an earlier run being replaced: deleted once the new run has its final model
 # What a run writes into its folder; anything else there is the user's and is never moved or deleted.
 RUN_FILES = (
     "model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
     "special_tokens_map.json", "chat_template.jinja", "run.json", "metrics.jsonl", "loss.png", "samples.md",
-    "README.md", "trainer_state.json", "checkpoint-*", "runs", ".final", LOCK, PREVIOUS,
+    "README.md", "trainer_state.json", "checkpoint-*", "runs", ".final", LOCK, OWNER, PREVIOUS,
 )
 
 
@@ -43,52 +47,62 @@ def _is_run_file(name: str) -> bool:
 
 @contextmanager
 def locked(out: Path) -> Iterator[None]:
-    """Hold ``out``'s lock for the block: a second run into the same folder fails, naming the first one's PID. A lock
-    left by a killed run (its PID is gone) is taken over. A folder made here that the run left empty (it failed before
-    writing anything) is removed again."""
+    """Hold ``out``'s lock for the block: an OS-level lock (``flock``) on ``out/.tinypretrain.lock``, which the kernel
+    releases when the process ends however it ends, so a killed run never leaves a stale lock. A second run into the
+    same folder fails at once, named from the owner file (PID, host, start time; used for the message only). The lock
+    file stays after a run (removing it could let two runs lock two different files); a folder where the run left
+    nothing keeps no lock file, and one made here is removed again."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"output_dir {out} is an existing file; pass a directory path.")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    lock = out / LOCK
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            owner = _lock_owner(lock)
-            if owner is not None and _alive(owner):
-                raise ValueError(
-                    f"output_dir {out} is in use by another run (PID {owner}); wait for it, stop it, or pick another "
-                    "output_dir."
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: its run was killed
-    else:
-        raise ValueError(f"Could not lock output_dir {out}; another run keeps taking it. Pick another output_dir.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(str(os.getpid()))
+    fd = _take_lock(out / LOCK)
+    if fd is None:
+        raise ValueError(
+            f"output_dir {out} is in use by another run ({_owner_text(out / OWNER)}); wait for it, stop it, or pick "
+            "another output_dir."
+        )
     try:
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        atomic_write_text(out / OWNER, json.dumps(owner))
         yield
     finally:
-        lock.unlink(missing_ok=True)
-        if created and not any(out.iterdir()):
-            with suppress(OSError):  # another run may have just taken the folder
-                out.rmdir()
+        (out / OWNER).unlink(missing_ok=True)
+        if not any(_is_run_file(p.name) and p.name != LOCK for p in out.iterdir()):  # no run here: leave no trace
+            (out / LOCK).unlink()  # still held: a run that opens it now fails, one that comes later makes a new one
+            if created:
+                with suppress(OSError):  # another run may have just taken the folder
+                    out.rmdir()
+        os.close(fd)
 
 
-def _lock_owner(lock: Path) -> int | None:
+def _take_lock(path: Path) -> int | None:
+    """An open descriptor holding ``path``'s exclusive flock, or None when another process holds it."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:  # the folder was just removed by a run that made it and failed: make it again
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the file was removed (an empty folder's cleanup) between open and flock: lock the new one
+
+
+def _owner_text(path: Path) -> str:
     try:
-        return int(lock.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as err:
-        return err.errno == errno.EPERM
-    return True
+        owner = json.loads(path.read_text())
+        return f"PID {owner['pid']} on {owner['host']}, since {owner['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its owner file is not written yet"
 
 
 def prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
@@ -96,7 +110,7 @@ def prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
     ``overwrite``: it is moved into ``out/.previous-run`` until the new run has saved its final model."""
     if resume:
         return
-    present = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+    present = sorted(p.name for p in out.iterdir() if p.name not in (LOCK, OWNER))
     if not present:
         return
     foreign = [name for name in present if not _is_run_file(name)]
@@ -148,7 +162,7 @@ def undo_replacement(out: Path) -> None:
         return
     for item in out.iterdir():
         kept_card = item.name == "README.md" and not is_unedited_card(item)  # the user's, kept by prepare()
-        if item.name not in (PREVIOUS, LOCK) and _is_run_file(item.name) and not kept_card:
+        if item.name not in (PREVIOUS, LOCK, OWNER) and _is_run_file(item.name) and not kept_card:
             _remove(item)
     for item in previous.iterdir():
         os.replace(item, out / item.name)

@@ -45,7 +45,7 @@ class PretrainTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         if loss_chunk_size is not None:  # a public hook: Trainer keeps its own num_items_in_batch scaling
-            model = kwargs["model"]
+            model = kwargs["model"] if "model" in kwargs else args[0]  # Trainer(model, args, ...) or by keyword
             kwargs["compute_loss_func"] = lambda outputs, labels, num_items_in_batch=None: _chunked_loss(
                 outputs, labels, num_items_in_batch, model.get_output_embeddings().weight, loss_chunk_size
             )
