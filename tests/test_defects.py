@@ -2,10 +2,10 @@
 
 import os
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 import tinypretrain as tp
