@@ -159,3 +159,97 @@ def test_full_disk_keeps_the_last_checkpoint_and_names_the_disk(tmp_path, monkey
     assert f"The disk holding {out.resolve()} is full" in err and "Traceback" not in err
     assert f"last complete checkpoint is {out}/checkpoint-2" in err
     assert (out / "checkpoint-2" / "tinypretrain_complete").exists()
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A tiny model folder with its tokenizer, as a finished run leaves it."""
+    folder = tmp_path_factory.mktemp("model")
+    tok = tp.train_tokenizer(tp.generate_stories(60), vocab_size=300)
+    tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                        num_key_value_heads=1, vocab_size=320)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _table_case(name, tmp_path, saved_model):
+    """(argv, expected exit code, expected words) for each bad input of the CLI."""
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = [json.dumps({"text": f"Story {i}."}) for i in range(1, 121)]
+    if name == "malformed JSON line":
+        (data / "train.jsonl").write_text("\n".join([*lines, '{"text": "broken', *lines[:3]]) + "\n")
+        return ["train", "--dataset", str(data)], 2, "train.jsonl line 121 is not valid JSON"
+    if name == "a text that is a number":
+        (data / "train.jsonl").write_text("\n".join([lines[0], json.dumps({"text": 5}), lines[1]]) + "\n")
+        return ["train", "--dataset", str(data)], 2, "train.jsonl line 2: 'text' holds 5 (int), not a string"
+    if name == "a .json object of columns":
+        (data / "train.json").write_text(json.dumps({"text": ["a story.", "another story."]}))
+        return ["train", "--dataset", str(data)], 2, "holds one JSON object of columns; a .json file must hold a list"
+    if name == "an empty file":
+        (data / "train.txt").write_text("")
+        return ["train", "--dataset", str(data)], 2, f"its files ({data / 'train.txt'}) hold no texts"
+    if name == "a separator-only file":
+        (data / "train.txt").write_text("<|endoftext|>\n\n<|endoftext|>\n")
+        return ["train", "--dataset", str(data)], 2, f"its files ({data / 'train.txt'}) hold no texts"
+    if name == "a folder without a tokenizer":
+        return ["train", "--tokenizer", str(data)], 2, "holds no tokenizer (no tokenizer.json or tokenizer_config.json)"
+    if name == "tokenizer train from a missing input":
+        return (["tokenizer", "train", "--input", "nonexist", "--output", str(tmp_path / "tok")], 2,
+                "--input nonexist does not exist; pass a corpus file")
+    if name == "tokenizer train into a run folder":
+        (data / "run.json").write_text("{}")
+        return (["tokenizer", "train", "--input", str(saved_model / "tokenizer.json"), "--output", str(data)], 2,
+                "is a tinypretrain run folder")
+    if name == "an abbreviated flag":
+        return ["train", "--recip", "seed"], 2, "--recip (did you mean --recipe?)"
+    if name == "an ambiguous abbreviation":
+        return ["train", "--max_t", "5m"], 2, "--max_t (did you mean --max_time?)"
+    if name == "top_p above 1":
+        return ["generate", str(saved_model), "--top_p", "1.5"], 2, "top_p must be in (0, 1]"
+    if name == "top_p of 0":
+        return ["generate", str(saved_model), "--top_p", "0"], 2, "top_p must be in (0, 1]"
+    if name == "negative top_k":
+        return ["generate", str(saved_model), "--top_k", "-1"], 2, "top_k and temperature must be >= 0"
+    if name == "negative max_samples":
+        return ["eval", str(saved_model), "--dataset", str(data), "--max_samples", "-5"], 2, "--max_samples must be >= 1"
+    if name == "an infinite token budget":
+        return (["sweep", "--presets", "cpu-2m", "--budgets", "inf", "--budget_kind", "tokens", "--output_dir",
+                 str(tmp_path / "s")], 2, "A token budget must be a positive number")
+    raise AssertionError(name)
+
+
+TABLE = ["malformed JSON line", "a text that is a number", "a .json object of columns", "an empty file",
+         "a separator-only file", "a folder without a tokenizer", "tokenizer train from a missing input",
+         "tokenizer train into a run folder", "an abbreviated flag", "an ambiguous abbreviation", "top_p above 1",
+         "top_p of 0", "negative top_k", "negative max_samples", "an infinite token budget"]
+
+
+@pytest.mark.parametrize("name", TABLE)
+def test_every_bad_input_is_one_line_with_the_documented_exit_code(name, tmp_path, saved_model, capsys):
+    argv, code, words = _table_case(name, tmp_path, saved_model)
+    if argv[0] == "train":
+        argv += [*SMALL, "--output_dir", str(tmp_path / "out")]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert words in err, err
+    assert "Traceback" not in err and sum(line.startswith("tinypretrain: error: ") for line in err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_a_bom_is_not_text_and_unclaimed_files_are_named(tmp_path, caplog):
+    (tmp_path / "train.txt").write_bytes("\ufeffOnce upon a time.\n<|endoftext|>\nThe end.\n".encode())
+    (tmp_path / "stories.txt").write_text("Not in any split.\n")
+    texts = tp.load_text_dataset(tmp_path)["text"]
+    assert texts == ["Once upon a time.", "The end."]
+    assert "no split claims stories.txt" in caplog.text
+
+
+def test_temperature_zero_is_greedy(saved_model, capsys):
+    outputs = []
+    for seed in ("1", "2"):
+        assert main(["generate", str(saved_model), "--temperature", "0", "--max_new_tokens", "8", "--seed", seed]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]

@@ -4,10 +4,11 @@ from .budget import TrainingInterrupted
 from .collate import causal_collator
 from .config import ffn_size, list_presets, make_llama_config
 from .corpus import generate_stories, story_dataset
-from .data import load_text_dataset, pack_dataset, pack_sequences, pack_stream, tokenize_truncate
+from .data import pack_dataset, pack_sequences, pack_stream, tokenize_truncate
 from .evaluate import evaluate, story_quality
 from .generate import Continuation, continue_prompts, generate
 from .init import init_model, kaiming_init, normal_init
+from .load import load_text_dataset
 from .loss import causal_lm_loss
 from .model import ParameterCount, build_model, count_parameters
 from .optim import MuonWithAdamW

@@ -184,8 +184,8 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from .data import load_text_dataset
     from .evaluate import evaluate
+    from .load import load_text_dataset
 
     if args.max_samples is not None and args.max_samples < 1:
         raise ValueError(f"--max_samples must be >= 1 (or left out to evaluate every text), got {args.max_samples}.")
@@ -227,6 +227,12 @@ def _push(args: argparse.Namespace) -> None:
 def _tokenizer_train(args: argparse.Namespace) -> None:
     from .tokenizer import train_tokenizer
 
+    if not Path(args.input).expanduser().exists():
+        raise ValueError(f"--input {args.input} does not exist; pass a corpus file (.txt, .jsonl, .json, .parquet) or "
+                         "a folder of them.")
+    if (Path(args.output) / "run.json").exists():
+        raise ValueError(f"--output {args.output} is a tinypretrain run folder; its tokenizer belongs to its model "
+                         "(pass the folder as --tokenizer to reuse it). Pick another --output.")
     tokenizer = train_tokenizer(
         args.input, vocab_size=args.vocab_size, save_dir=args.output, text_column=args.text_column
     )

@@ -14,8 +14,8 @@ import torch
 from datasets import Dataset
 
 from .collate import causal_collator
-from .data import has_text
 from .generate import continue_prompts
+from .load import has_text
 from .loss import causal_lm_loss
 
 

@@ -1,10 +1,10 @@
 """Hub access that fails fast and says what to do (offline, a hub name costs seconds of retries before a vague
-error, and a recipe may name hub data the user never typed), and pushing a finished run to the hub."""
+error, and a recipe may name hub data the user never typed), and pushing a finished run to the hub. Reachability and
+existence are asked of huggingface_hub itself, and its own errors are turned into one line."""
 
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -17,32 +17,55 @@ def looks_local(source: str) -> bool:
     return source.startswith((".", "/", "~")) or ("/" in source and first != "" and Path(first).is_dir())
 
 
-def require_hub(name: str, field: str) -> None:
-    """Raise a one-line ValueError at once when the hub cannot be reached (unless HF_HUB_OFFLINE asks for the cache)."""
+HUB_TIMEOUT_S = 10  # a hub that does not answer within this is reported, instead of hanging
+
+
+def require_hub(name: str, field: str, repo_type: str) -> None:
+    """Ask the hub (``huggingface_hub.HfApi.repo_info``) whether ``name`` is a ``repo_type`` repo it can serve, and
+    raise a one-line ValueError saying what to do when it is not, or when the hub cannot be reached: the loaders
+    would otherwise fail after seconds of retries with a vague error. With ``HF_HUB_OFFLINE`` set, the loaders use
+    what the cache holds, unchecked."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        HTTPError,  # the HTTP client's base error, as huggingface_hub exports it: here, no answer at all
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
+
     if _offline_mode():
         return
-    host = _unreachable_hub()
-    if host:
+    try:
+        HfApi().repo_info(name, repo_type=repo_type, timeout=HUB_TIMEOUT_S)
+    except GatedRepoError:
+        return  # it exists; the loader will explain the access it needs
+    except RepositoryNotFoundError:
         raise ValueError(
-            f"{field} {name!r} is a hub name, but the hub ({host}) cannot be reached (no network?). Set {field} to a "
-            f"local path (--{field} PATH), or set HF_HUB_OFFLINE=1 to use what your hub cache already holds."
-        )
+            f"{field} {name!r} is not a {repo_type} on the hub (or it is private: log in with `hf auth login`); check "
+            f"the name, or set {field} to a local path (--{field} PATH)."
+        ) from None
+    except HfHubHTTPError as err:
+        raise ValueError(f"The hub answered {str(err).splitlines()[0]} for {field} {name!r}; try again later, or set "
+                         f"{field} to a local path (--{field} PATH).") from None
+    except (OfflineModeIsEnabled, HTTPError) as err:
+        raise ValueError(
+            f"{field} {name!r} is a hub name, but the hub ({_hub_host()}) cannot be reached ({type(err).__name__}). Set "
+            f"{field} to a local path (--{field} PATH), or set HF_HUB_OFFLINE=1 to use what your hub cache already "
+            "holds."
+        ) from None
 
 
 def _offline_mode() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-
-
-def _unreachable_hub() -> str | None:
-    """The hub's host name if it cannot be reached within seconds, else None."""
     from huggingface_hub import constants
 
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=5).close()
-    except OSError:
-        return host
-    return None
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _hub_host() -> str:
+    from huggingface_hub import constants
+
+    return urlparse(constants.ENDPOINT).hostname or "huggingface.co"
 
 
 # What a pushed repo holds: the card, weights, tokenizer and the run's record; never checkpoints or optimizer state.
@@ -62,7 +85,7 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, token:
     edited is pushed as it is); returns the commit URL. ``api`` replaces ``HfApi(token=token)`` (tests pass a local
     stand-in, as the hub can't be reached there)."""
     from huggingface_hub import HfApi, get_token
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     from .card import refresh_model_card
@@ -78,17 +101,17 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, token:
             raise ValueError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it to upload.")
         if token is None and get_token() is None:
             raise ValueError("Not logged in to the hub: run `hf auth login`, or set HF_TOKEN, then push again.")
-        host = _unreachable_hub()
-        if host:
-            raise ValueError(f"The hub ({host}) cannot be reached (no network?); push again when you are online.")
         api = HfApi(token=token)
-    refresh_model_card(run_dir, repo_id)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
+        refresh_model_card(run_dir, repo_id)  # once the hub answered: a failed push leaves the folder as it was
         commit = api.upload_folder(repo_id=repo_id, folder_path=str(run_dir), allow_patterns=PUSHED_FILES,
                                    ignore_patterns=PUSH_IGNORED, commit_message="Upload a tinypretrain run")
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else None
         hint = {401: "your token is invalid: run `hf auth login`", 403: "your token cannot write to it"}.get(status, "")
         raise ValueError(f"Pushing to {repo_id} failed: {hint or str(err).splitlines()[0]}.") from None
+    except HTTPError as err:  # no answer at all
+        raise ValueError(f"The hub ({_hub_host()}) cannot be reached ({type(err).__name__}); push again when you are "
+                         "online.") from None
     return str(getattr(commit, "commit_url", commit))

@@ -11,7 +11,8 @@ from typing import Any, NamedTuple
 from datasets import Dataset, IterableDataset
 
 from .corpus import story_dataset
-from .data import has_text, load_text_dataset, pack_dataset, pack_stream, tokenize_truncate
+from .data import pack_dataset, pack_stream, tokenize_truncate
+from .load import has_text, load_text_dataset
 from .memory import releasing
 from .pretrain_config import PretrainConfig
 from .tokenizer import load_tokenizer, train_tokenizer

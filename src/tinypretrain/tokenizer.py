@@ -26,10 +26,14 @@ def load_tokenizer(
     generation must pad on the left so every prompt ends where generation starts (``generate()`` switches
     temporarily). Raises ``ValueError`` if the tokenizer has no EOS token, since models could never learn to stop.
     """
-    if not Path(name_or_path).expanduser().exists():
+    folder = Path(name_or_path).expanduser()
+    if not folder.exists():
         if looks_local(str(name_or_path)):
             raise ValueError(f"Tokenizer folder {name_or_path} does not exist; pass an existing folder or a hub name.")
-        require_hub(str(name_or_path), "tokenizer")
+        require_hub(str(name_or_path), "tokenizer", "model")
+    elif not any((folder / name).exists() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise ValueError(f"{name_or_path} holds no tokenizer (no tokenizer.json or tokenizer_config.json); pass a "
+                         "folder saved with save_pretrained, a run folder, or a hub name.")
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code, **kwargs)
     if tokenizer.eos_token_id is None:
         raise ValueError(
@@ -45,7 +49,7 @@ def _iter_texts(source: Iterable[str] | Dataset | str | Path, text_column: str) 
     if isinstance(source, Dataset):
         yield from source[text_column]
     elif isinstance(source, (str, Path)):
-        from .data import load_text_dataset  # a path: read it the way training will
+        from .load import load_text_dataset  # a path: read it the way training will
 
         yield from load_text_dataset(source, "train", text_column=text_column)[text_column]
     else:

@@ -1,0 +1,279 @@
+"""Loading text corpora: local files named by split (``.txt`` with ``<|endoftext|>``, ``.jsonl``, ``.json``,
+``.parquet``) or a hub dataset, checked to hold text. A bad file is named, with its line where there is one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from datasets import (
+    Dataset,
+    DatasetDict,
+    Features,
+    IterableDataset,
+    IterableDatasetDict,
+    ReadInstruction,
+    Value,
+    concatenate_datasets,
+    load_dataset,
+)
+from datasets.exceptions import DatasetGenerationError
+
+from .hub import looks_local, require_hub
+
+EOT = "<|endoftext|>"
+# How split names in file names map to dataset splits (TinyStoriesV2 ships `...-valid.txt`).
+_SPLIT_NAMES = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "test": "test",
+}
+_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_SUFFIXES = (".txt", *_BUILDERS)
+
+
+# ----------------------------------------------------------------------------------------------------------- loading
+def read_eot_text(paths: Sequence[str]) -> Iterator[dict[str, str]]:
+    """Yield ``{"text": record}`` from ``.txt`` files whose records are separated by ``<|endoftext|>``.
+
+    A file with no separator in its first MiB is read as one record per non-empty line (the plain-text
+    convention). Streams line by line, so files larger than memory are fine.
+    """
+    for path in paths:
+        with open(path, encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not text
+            try:
+                by_line = EOT not in handle.read(1 << 20)
+                handle.seek(0)
+                record: list[str] = []
+                for line in handle:
+                    if by_line:
+                        if line.strip():
+                            yield {"text": line.rstrip("\n")}
+                        continue
+                    head, sep, tail = line.partition(EOT)
+                    record.append(head)
+                    while sep:
+                        text = "".join(record).strip()
+                        if text:
+                            yield {"text": text}
+                        head, sep, tail = tail.partition(EOT)
+                        record = [head]
+                text = "".join(record).strip()
+                if text:
+                    yield {"text": text}
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path} is not UTF-8 text (bad byte at offset {err.start}); re-encode it, e.g. "
+                    f"`iconv -f latin1 -t utf-8 {path} > fixed.txt`."
+                ) from None
+
+
+def has_text(text: object) -> bool:
+    """Whether ``text`` is a string with something besides whitespace (blank texts train and score only an EOS)."""
+    return isinstance(text, str) and bool(text.strip())
+
+
+def _split_of(path: Path) -> str | None:
+    for word in re.split(r"[-_.]", path.name.lower()):
+        match = re.fullmatch(r"(train|validation|valid|val|test)\d*", word)
+        if match:
+            return _SPLIT_NAMES[match.group(1)]
+    return None
+
+
+def _local_files(root: Path) -> dict[str, list[str]]:
+    if root.is_file():
+        return {"train": [str(root)]}
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
+    by_split: dict[str, list[str]] = {}
+    for path in files:
+        split = _split_of(path)
+        if split is not None:
+            by_split.setdefault(split, []).append(str(path))
+    if not by_split and files:
+        by_split["train"] = [str(p) for p in files]
+    unclaimed = [p.name for p in files if str(p) not in {f for names in by_split.values() for f in names}]
+    if unclaimed:
+        logging.getLogger("tinypretrain").warning(
+            "%s: no split claims %s (splits come from file names: train*, valid*/validation*, test*); rename "
+            "them to use them.", root, ", ".join(unclaimed))
+    if not by_split:
+        raise ValueError(
+            f"No readable data files in {root}: expected {', '.join(_SUFFIXES)} files, named by split "
+            f"(train*, valid*/validation*, test*)."
+        )
+    return by_split
+
+
+def _load_local_split(files: list[str], streaming: bool) -> Dataset | IterableDataset:
+    suffixes = {Path(f).suffix for f in files}
+    if len(suffixes) > 1:
+        raise ValueError(f"Files of one split must share a format, got {sorted(suffixes)}: {files}.")
+    suffix = suffixes.pop()
+    if suffix not in _SUFFIXES:
+        raise ValueError(f"Unsupported file type {suffix!r} ({files[0]}); use one of {', '.join(_SUFFIXES)}.")
+    if suffix == ".txt":
+        features = Features({"text": Value("string")})
+        if next(read_eot_text(files), None) is None:  # datasets cannot build a split from zero examples
+            empty = Dataset.from_dict({"text": []}, features=features)
+            return empty.to_iterable_dataset() if streaming else empty
+        if streaming:
+            return IterableDataset.from_generator(read_eot_text, features=features, gen_kwargs={"paths": files})
+        # The cache key must change when a file does; datasets would otherwise hash only the paths.
+        stamps = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+        fingerprint = hashlib.sha256(repr(stamps).encode()).hexdigest()[:32]
+        try:
+            return Dataset.from_generator(
+                read_eot_text, features=features, gen_kwargs={"paths": files}, fingerprint=fingerprint
+            )
+        except DatasetGenerationError as err:
+            if isinstance(err.__cause__, ValueError):  # our own message (e.g. not UTF-8), not datasets' wrapper
+                raise err.__cause__ from None
+            raise
+    kwargs = {"encoding": "utf-8-sig"} if _BUILDERS[suffix] == "json" else {}
+    try:
+        return load_dataset(_BUILDERS[suffix], data_files=files, split="train", streaming=streaming, **kwargs)
+    except DatasetGenerationError:
+        problem = _json_problem(files, text_column=None) if _BUILDERS[suffix] == "json" else None
+        if problem:
+            raise ValueError(problem) from None
+        raise
+
+
+def _json_problem(files: list[str], text_column: str | None) -> str | None:
+    """The first thing wrong in these JSON/JSON Lines files, named with the file and 1-based line (or item): a line
+    that is not JSON, a record that is not an object, a ``text_column`` that is not a string, or a ``.json`` that is
+    an object of columns; None if nothing is."""
+    for file in files:
+        text = Path(file).read_text(encoding="utf-8-sig", errors="replace")
+        if file.endswith(".json"):
+            try:
+                records = json.loads(text)
+            except json.JSONDecodeError as err:
+                return f"{file} line {err.lineno} is not valid JSON ({err.msg}); fix it, or use one object per line (.jsonl)."
+            if isinstance(records, dict):
+                return (f"{file} holds one JSON object of columns; a .json file must hold a list of records "
+                        '([{"text": "..."}, ...]), or write one object per line in a .jsonl file.')
+            rows = [(f"item {i}", r) for i, r in enumerate(records if isinstance(records, list) else [records], 1)]
+        else:
+            rows = []
+            for number, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append((f"line {number}", json.loads(line)))
+                except json.JSONDecodeError as err:
+                    return f"{file} line {number} is not valid JSON ({err.msg}); fix or remove that line."
+        for where, record in rows:
+            if not isinstance(record, dict):
+                return f"{file} {where} is {type(record).__name__}, not a JSON object such as {{\"text\": \"...\"}}."
+            if text_column in record and not isinstance(record[text_column], str):
+                value = record[text_column]
+                return (f"{file} {where}: {text_column!r} holds {value!r:.40} ({type(value).__name__}), not a string; "
+                        "quote it, or point text_column at a text column.")
+    return None
+
+
+def _select(dsd: dict[str, Dataset | IterableDataset], split: str, files: dict[str, list[str]] | None = None
+            ) -> Dataset | IterableDataset:
+    if "%" in split and any(isinstance(ds, IterableDataset) for ds in dsd.values()):
+        raise ValueError(f"A stream has no length, so {split!r} cannot be a percentage; use rows, e.g. train[:10000].")
+    instructions = ReadInstruction.from_spec(split)
+    names = {name for name in re.findall(r"([\w-]+)(?:\[[^\]]*\])?", split)}
+    missing = names - dsd.keys()
+    if missing:
+        raise ValueError(f"Split {sorted(missing)} not found; available splits: {sorted(dsd)}.")
+    empty = sorted(name for name in names if _num_rows(dsd[name]) == 0)
+    if empty:
+        named = ", ".join(f for name in empty for f in (files or {}).get(name, []))
+        raise ValueError(f"Split {empty} is empty: its files{f' ({named})' if named else ''} hold no texts. Add data "
+                         "or pick another split.")
+    parts = []
+    for piece in instructions.to_absolute({name: _num_rows(dsd[name]) for name in names}):
+        ds = dsd[piece.splitname]
+        if isinstance(ds, IterableDataset):
+            parts.append(ds.skip(piece.from_).take(piece.to - piece.from_))
+        else:
+            parts.append(ds.select(range(piece.from_, piece.to)))
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+
+def _num_rows(ds: Dataset | IterableDataset) -> int:
+    if isinstance(ds, IterableDataset):
+        # Slicing a stream by percentage would need a full pass; absolute slices work without one.
+        return 1 << 62
+    return len(ds)
+
+
+def check_text_column(ds: Dataset | IterableDataset, text_column: str) -> None:
+    """Raise a ``ValueError`` naming the fix when ``text_column`` is missing or does not hold strings."""
+    features = ds.features
+    if features is None:
+        return
+    if text_column not in features:
+        raise ValueError(
+            f"Column {text_column!r} not found; the dataset has {list(features)}. Pass text_column=<one of those>."
+        )
+    feature = features[text_column]
+    if not _is_text(feature):
+        raise ValueError(
+            f"Column {text_column!r} holds {feature}, not text. Point text_column at a string column "
+            f"or convert it first (e.g. ds.map(lambda b: {{'text': [str(x) for x in b[{text_column!r}]]}}))."
+        )
+
+
+def _is_text(feature: Any) -> bool:
+    return isinstance(feature, Value) and feature.dtype in ("string", "large_string")
+
+
+def load_text_dataset(
+    source: str | Path,
+    split: str | None = "train",
+    *,
+    text_column: str = "text",
+    streaming: bool = False,
+    **load_kwargs: Any,
+) -> Dataset | IterableDataset | DatasetDict | IterableDatasetDict:
+    """Load a text corpus from the hub or from local files, checked to have a string ``text_column``.
+
+    ``source`` is a hub dataset name (``noanabeshima/TinyStoriesV2``), a file (``.txt`` with ``<|endoftext|>``
+    separators, ``.jsonl``, ``.json``, ``.parquet``) or a directory whose files are named by split
+    (``train*``, ``valid*``/``validation*``, ``test*``; ``valid`` becomes ``validation``). ``split`` takes slices
+    like ``"train[:10%]"``; ``split=None`` returns every split as a ``DatasetDict``. ``streaming=True`` gives an
+    ``IterableDataset`` for corpora larger than the disk cache (row slices only: a stream has no length).
+    ``load_kwargs`` go to ``datasets.load_dataset`` on the hub path.
+    """
+    path = Path(source).expanduser()
+    if path.exists():
+        by_split = _local_files(path)
+        splits = {name: _load_local_split(files, streaming) for name, files in by_split.items()}
+        ds = (IterableDatasetDict if streaming else DatasetDict)(splits)
+        if split is not None:
+            ds = _select(ds, split, by_split)
+        json_files = [f for files in by_split.values() for f in files if f.endswith((".json", ".jsonl"))]
+        for part in ds.values() if split is None else [ds]:
+            feature = (part.features or {}).get(text_column)
+            # mixed types (a Json feature) or an object of columns (a List): name the record; a plain numeric
+            # column is check_text_column's case
+            if json_files and feature is not None and not isinstance(feature, Value):
+                problem = _json_problem(json_files, text_column)
+                if problem:
+                    raise ValueError(problem)
+    elif looks_local(str(source)) or path.suffix in _SUFFIXES:
+        raise ValueError(f"{source} does not exist. Pass an existing file or directory, or a hub dataset name.")
+    else:
+        require_hub(str(source), "dataset", "dataset")
+        ds = load_dataset(str(source), split=split, streaming=streaming, **load_kwargs)
+    for part in ds.values() if split is None else [ds]:
+        check_text_column(part, text_column)
+    return ds
+
+
