@@ -2,6 +2,7 @@
 --overwrite_output_dir, signals after the last step say what happened; determinism; compute accounting."""
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -114,10 +115,15 @@ def test_a_signal_after_the_last_step_tells_the_truth(tmp_path, signals):
     assert "nothing was saved" not in err and "Traceback" not in err
 
 
-def test_the_same_seed_gives_bit_identical_weights(tmp_path):
+def test_the_same_seed_gives_bit_identical_weights(tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="tinypretrain")
     runs = [tmp_path / "a", tmp_path / "b"]
     for out in runs:
         assert main(["train", *TINY, "--max_steps", "6", "--output_dir", str(out)]) == 0
+    # the summary: training-only rate and time, and what the wall time spent outside training; one parameter line
+    out = capsys.readouterr().out
+    assert "s of training at " in out and "s outside training (data, evaluations, saves, records)" in out
+    assert "parameters = embeddings" in caplog.text and "shape" not in caplog.text
     a, b = (load_file(out / "model.safetensors") for out in runs)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

@@ -85,3 +85,18 @@ def test_cells_train_the_rates_and_seeds_they_name_under_a_time_budget(tmp_path,
     best = tp.PretrainConfig.from_file(out / "best-6s.yaml")
     means = {float(r["learning_rate"]): float(r["eval_bits_per_byte_mean"]) for r in rows}
     assert best.learning_rate == min(means, key=means.get)
+
+
+def test_the_shared_tokenizer_is_keyed_to_the_data(tmp_path, monkeypatch):
+    import importlib
+
+    sweep_module = importlib.import_module("tinypretrain.sweep")  # tp.sweep is the function
+
+    trained = []
+    monkeypatch.setattr(sweep_module, "train_tokenizer", lambda *a, save_dir, **k: trained.append(save_dir))
+    base = tp.PretrainConfig(builtin_stories=100, max_length=32)
+    first = sweep_module._shared_tokenizer(base, 300, tmp_path)
+    assert sweep_module._shared_tokenizer(base, 300, tmp_path) == first  # same data and settings: same folder
+    other_data = sweep_module._shared_tokenizer(base.updated(builtin_stories=120), 300, tmp_path)
+    other_length = sweep_module._shared_tokenizer(base.updated(max_length=64), 300, tmp_path)
+    assert len({first, other_data, other_length}) == 3 and trained[-2:] == [other_data, other_length]
