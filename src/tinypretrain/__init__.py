@@ -13,6 +13,7 @@ from .loss import causal_lm_loss
 from .model import ParameterCount, build_model, count_parameters
 from .optim import MuonWithAdamW
 from .pretrain_config import PretrainConfig
+from .settings import resolve_settings
 from .sweep import sweep
 from .tokenizer import load_tokenizer, train_tokenizer
 from .train import PretrainResult, pretrain
@@ -34,6 +35,7 @@ __all__ = [
     "continue_prompts",
     "generate",
     "pretrain",
+    "resolve_settings",
     "ParameterCount",
     "build_model",
     "causal_collator",

@@ -21,7 +21,7 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 TIME_SCHEDULES = ("constant_with_warmup", "constant", "linear", "cosine", "warmup_stable_decay")
 
 
-# What a time-budgeted run uses for each of these fields left at its default, chosen by equal-time runs on 2 CPU
+# What a time-budgeted run uses for each of these fields that neither you nor the recipe set, chosen by equal-time runs on 2 CPU
 # cores (benchmarks/RESULTS.md, "Budget defaults"; docs/budget.md). A budget wants the rate to end at the deadline,
 # and a short run wants a higher peak than a long one. The schedule applies on every device; the peak rate and the
 # shape were measured on CPU only, so on other devices the step-budgeted defaults stand.
@@ -30,7 +30,7 @@ CPU_BUDGET_SETTINGS = {"learning_rate": 4e-3}
 
 
 def budget_settings(on_cpu: bool) -> dict[str, object]:
-    """The field values a time-budgeted run takes for fields left at their defaults."""
+    """The field values a time-budgeted run takes for the fields that neither you nor its recipe set."""
     return {**BUDGET_SCHEDULE, **(CPU_BUDGET_SETTINGS if on_cpu else {})}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Named, complete bundles of settings. A recipe fills every field still at its default, so fields you set win.
+# Named, complete bundles of settings. A recipe sets every field you do not give (PretrainConfig's resolution order).
 # "seed" is the blog recipe we reproduce (its one bug, the EOS-masking collator, is not copied); "fast" is the seed's
 # model and data with the settings we recommend (benchmarks/RESULTS.md). Each spells out all its settings so that
 # changing a library default never changes a recipe.
