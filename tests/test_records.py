@@ -170,3 +170,17 @@ def test_run_json_accounts_for_compute(tmp_path):
     assert compute["achieved_flops_per_s"] == pytest.approx(compute["total_flops"] / metrics["train_seconds"])
     assert compute["mfu"] == pytest.approx(compute["achieved_flops_per_s"] / 1e11)
     assert compute["peak_source"] == "peak_flops" and "MFU" in (out / "README.md").read_text()
+
+
+def test_a_damaged_or_older_checkpoint_record_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--max_steps", "4", "--save_steps", "2", "--output_dir", str(out)]) == 0
+    marker = out / "checkpoint-4" / "tinypretrain_complete"
+    resume = ["train", *TINY, "--max_steps", "6", "--save_steps", "2", "--output_dir", str(out),
+              "--resume_from_checkpoint", str(out / "checkpoint-4")]
+    for text, words in ((marker.read_text()[:20], "cannot be read"), ('{"step": 4}', "written by an older tinypretrain")):
+        marker.write_text(text)  # a write cut off by a kill (markers are written atomically now), or an old format
+        capsys.readouterr()
+        assert main(resume) == 2
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 2

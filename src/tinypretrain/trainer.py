@@ -237,6 +237,10 @@ def checkpoint_marker(checkpoint: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path} cannot be read ({err}); resume from another checkpoint-N folder.") from None
     if not isinstance(marker, dict) or not isinstance(marker.get("step"), int):
         raise ValueError(f"{path} is not a tinypretrain checkpoint record; resume from another checkpoint-N folder.")
+    missing = [key for key in ("train_seconds", "wall_seconds", "layout") if key not in marker]
+    if missing:
+        raise ValueError(f"{path} was written by an older tinypretrain (no {missing[0]!r}); resume it with that "
+                         "version, or start the run again.")
     return marker
 
 
