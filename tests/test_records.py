@@ -27,25 +27,29 @@ def _snapshot(out):
     return {name: ((out / name).read_bytes(), (out / name).stat().st_mtime_ns) for name in RECORDS}
 
 
-def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["train", *TINY, "--max_steps", "4", "--output_dir", str(out)]) == 0
+def _train_then_resume(out, capsys, budget, resumed_budget):
+    """Train to ``budget`` (a flag and value), then resume with ``resumed_budget``: (exit code, output, records
+    before the resume)."""
+    assert main(["train", *TINY, *budget, "--output_dir", str(out)]) == 0
     before = _snapshot(out)
     capsys.readouterr()
-    assert main(["train", *TINY, "--max_steps", "4", "--output_dir", str(out), "--resume_from_checkpoint", "true"]) == 0
-    captured = capsys.readouterr()
+    code = main(["train", *TINY, *resumed_budget, "--output_dir", str(out), "--resume_from_checkpoint", "true"])
+    return code, capsys.readouterr(), before
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, captured, before = _train_then_resume(out, capsys, ["--max_steps", "4"], ["--max_steps", "4"])
+    assert code == 0
     assert "is already complete (step 4); nothing was trained or written" in captured.out and "eval loss" in captured.out
     assert _snapshot(out) == before
 
 
 def test_a_budget_below_the_time_already_trained_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", *TINY, "--max_time", "2", "--output_dir", str(out)]) == 0
-    before = _snapshot(out)
-    capsys.readouterr()
-    assert main(["train", *TINY, "--max_time", "1", "--output_dir", str(out), "--resume_from_checkpoint", "true"]) == 2
-    err = capsys.readouterr().err
-    assert "max_time 1 is less than the" in err and "already trained" in err and _snapshot(out) == before
+    code, captured, before = _train_then_resume(out, capsys, ["--max_time", "2"], ["--max_time", "1"])
+    err = captured.err
+    assert code == 2 and "max_time 1 is less than the" in err and "already trained" in err and _snapshot(out) == before
     # the run's own budget: already complete
     assert main(["train", *TINY, "--max_time", "2", "--output_dir", str(out), "--resume_from_checkpoint", "true"]) == 0
     assert _snapshot(out) == before
