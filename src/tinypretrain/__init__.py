@@ -18,8 +18,7 @@ from .sweep import sweep
 from .tokenizer import load_tokenizer, train_tokenizer
 from .train import PretrainResult, pretrain
 from .trainer import PretrainTrainer, TrainingDivergedError
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__  # re-exported
 
 __all__ = [
     "PretrainConfig",

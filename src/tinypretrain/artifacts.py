@@ -23,6 +23,7 @@ from .model import count_parameters
 from .pretrain_config import PretrainConfig
 from .run_data import RunTexts
 from .settings import NOT_REPRODUCED
+from .version import __version__
 
 FIGURE_SOFTWARE = "tinypretrain"  # in every PNG we write, so a figure we may replace can be told from a user's file
 SAMPLE_PROMPTS = ("", "Once upon a time", "One day, a little girl named Lily", "Tom and his dog")
@@ -145,8 +146,6 @@ def versions() -> dict[str, str]:
     import accelerate
     import datasets
     import transformers
-
-    from . import __version__
 
     return {
         "tinypretrain": __version__,
