@@ -94,9 +94,12 @@ def test_the_shared_tokenizer_is_keyed_to_the_data(tmp_path, monkeypatch):
 
     trained = []
     monkeypatch.setattr(sweep_module, "train_tokenizer", lambda *a, save_dir, **k: trained.append(save_dir))
+    def shared(cfg):
+        return sweep_module._shared_tokenizer(cfg, 300, tmp_path, sweep_module.load_texts(cfg).train)
+
     base = tp.PretrainConfig(builtin_stories=100, max_length=32)
-    first = sweep_module._shared_tokenizer(base, 300, tmp_path)
-    assert sweep_module._shared_tokenizer(base, 300, tmp_path) == first  # same data and settings: same folder
-    other_data = sweep_module._shared_tokenizer(base.updated(builtin_stories=120), 300, tmp_path)
-    other_length = sweep_module._shared_tokenizer(base.updated(max_length=64), 300, tmp_path)
+    first = shared(base)
+    assert shared(base) == first  # same data and settings: same folder
+    other_data = shared(base.updated(builtin_stories=120))
+    other_length = shared(base.updated(max_length=64))
     assert len({first, other_data, other_length}) == 3 and trained[-2:] == [other_data, other_length]

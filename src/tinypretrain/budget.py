@@ -21,8 +21,8 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 TIME_SCHEDULES = ("constant_with_warmup", "constant", "linear", "cosine", "warmup_stable_decay")
 
 
-# What a time-budgeted run uses for each of these fields that neither you nor the recipe set, chosen by equal-time runs on 2 CPU
-# cores (benchmarks/RESULTS.md, "Budget defaults"; docs/budget.md). A budget wants the rate to end at the deadline,
+# What a time-budgeted run uses for each of these fields that neither you nor the recipe set, chosen by equal-time
+# runs on 2 CPU cores (benchmarks/RESULTS.md, "Budget defaults"; docs/budget.md). A budget wants the rate to end at the deadline,
 # and a short run wants a higher peak than a long one. The schedule applies on every device; the peak rate and the
 # shape were measured on CPU only, so on other devices the step-budgeted defaults stand.
 BUDGET_SCHEDULE = {"lr_scheduler_type": "warmup_stable_decay", "decay_fraction": 0.4}
@@ -213,11 +213,11 @@ class Agreed:
 
 
 class TrainingInterrupted(Exception):
-    """A signal stopped the run; the message says what was saved and how to go on."""
+    """A signal stopped the run: ``what`` happened, and ``next_step`` says how to go on (a sweep gives its own)."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    def __init__(self, what: str, next_step: str, exit_code: int) -> None:
+        super().__init__(f"{what}; {next_step}")
+        self.what, self.next_step, self.exit_code = what, next_step, exit_code
 
 
 class StopOnSignal(TrainerCallback):
@@ -258,7 +258,7 @@ class StopOnSignal(TrainerCallback):
             print(f"tinypretrain: {sig.name} received after the last step; finishing the final model and records "
                   "(send it again to stop at once)", file=sys.stderr, flush=True)
         else:
-            raise TrainingInterrupted(f"stopped by {sig.name} while writing the final model; {self._finishing}",
+            raise TrainingInterrupted(f"stopped by {sig.name} while writing the final model", self._finishing,
                                       128 + sig.value)
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .io import atomic_write_text
+from .pretrain_config import is_license_id
 
 # run.json metric -> (model-index metric type, label)
 INDEXED_METRICS = {
@@ -83,7 +83,7 @@ def model_card(run_dir: str | Path, repo_id: str | None = None) -> ModelCard:
         )
         for key, (metric, label) in INDEXED_METRICS.items()
     ]
-    license_id = cfg["license"] if re.fullmatch(r"[a-z0-9][a-z0-9.-]*", str(cfg["license"])) else "other"
+    license_id = cfg["license"] if is_license_id(cfg["license"]) else "other"
     card_data = ModelCardData(
         model_name=name,
         license=license_id,  # run.json may have been edited: the hub refuses any other form

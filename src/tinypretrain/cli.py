@@ -41,10 +41,7 @@ def _load_model(model_dir: str):
     if not any(Path(model_dir).glob("*.safetensors")):
         raise ValueError(f"{model_dir} holds no safetensors weights (tinypretrain never loads pickled weights); pass "
                          "a run's output_dir, or save the model with save_pretrained(safe_serialization=True).")
-    if not any(Path(model_dir, name).exists() for name in ("tokenizer.json", "tokenizer_config.json")):
-        raise ValueError(f"{model_dir} holds no tokenizer (no tokenizer.json or tokenizer_config.json); pass a run's "
-                         "output_dir, or save the tokenizer beside the model.")
-
+    tokenizer = load_tokenizer(model_dir)  # first: it names a folder without a tokenizer before the model loads
     from safetensors import SafetensorError
 
     # safetensors only, never pickles; no remote code.
@@ -55,7 +52,7 @@ def _load_model(model_dir: str):
             f"The weights in {model_dir} are damaged ({err}); copy the folder again, or use a checkpoint-N folder of "
             "the run."
         ) from None
-    return model, load_tokenizer(model_dir)
+    return model, tokenizer
 
 
 _UNSET = object()
@@ -143,7 +140,8 @@ def _train(argv: list[str]) -> None:
         print(f"\nModel and tokenizer saved to {result.output_dir}")
     print(
         f"eval loss {m['eval_loss']:.3f} | bits/byte {m['eval_bits_per_byte']:.3f} | {m['tokens_seen']:,} tokens in "
-        f"{m['train_seconds']:.0f}s of training at {m['train_tokens_per_s']:,.0f} tok/s | wall {m['wall_time_s']:.0f}s, "
+        f"{m['train_seconds']:.0f}s of training at {m['train_tokens_per_s']:,.0f} tok/s | "
+        f"wall {m['wall_time_s']:.0f}s, "
         f"of which {m['outside_training_s']:.0f}s outside training (data, evaluations, saves, records)"
     )
     print(f"\n{(result.output_dir / 'samples.md').read_text(encoding='utf-8')}")
@@ -158,7 +156,7 @@ def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
                      vocab_sizes=args.vocab_sizes, learning_rates=args.learning_rates, seeds=args.seeds)
     except TrainingInterrupted as err:  # a cell's own resume advice does not apply: the sweep resumes its cells
         command = shlex.join(["tinypretrain", "sweep", *sys.argv[2:]]) if sys.argv[1:2] == ["sweep"] else "it"
-        raise TrainingInterrupted(f"{str(err).split(';')[0]}; rerun the same sweep command to resume: {command}",
+        raise TrainingInterrupted(err.what, f"rerun the same sweep command to resume: {command}",
                                   err.exit_code) from None
     if PartialState().is_main_process:
         print((Path(args.output_dir) / "sweep.md").read_text(encoding="utf-8"))
@@ -203,19 +201,21 @@ def _card(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from .compare import compare, csv_table, group_columns, group_runs, markdown_table
+    from .compare import COLUMNS, compare, csv_table, group_columns, group_runs, markdown_table, plot_runs
 
-    rows = compare(args.run_dirs, plot=args.plot)
     if args.group_by:
         rows, warnings = group_runs(args.run_dirs, args.group_by)
         columns = group_columns(args.group_by, args.csv)
         for warning in warnings:
             print(f"tinypretrain: warning: {warning}", file=sys.stderr)
     else:
-        from .compare import COLUMNS as columns
+        rows, columns = compare(args.run_dirs), COLUMNS
+    if args.plot:
+        plot_runs(args.run_dirs, args.plot)
     print(csv_table(rows, columns) if args.csv else markdown_table(rows, columns), end="")
     if args.plot:
-        print(f"\nPlot of eval bits/byte against tokens and seconds: {args.plot}", file=sys.stderr if args.csv else sys.stdout)
+        where = sys.stderr if args.csv else sys.stdout  # CSV on stdout stays parseable
+        print(f"\nPlot of eval bits/byte against tokens and seconds: {args.plot}", file=where)
 
 
 def _push(args: argparse.Namespace) -> None:
@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--vocab_sizes", nargs="+", type=int, help="Tokenizer vocabularies to try (default: vocab_size).")
     sw.add_argument("--learning_rates", nargs="+", type=float, help="Peak rates to try (default: learning_rate).")
     sw.add_argument("--seeds", type=int, default=1,
-                    help="Seeds per cell (seed, seed+1, ...): the table shows mean ± 95%% CI; best-*.yaml the best mean.")
+                    help="Seeds per cell (seed, seed+1, ...): the table shows mean ± 95%% CI; best-*.yaml takes the "
+                    "best mean.")
     sw.add_argument("--output_dir", required=True, help="Folder of the sweep; rerun to resume it.")
 
     gen = sub.add_parser("generate", help="Sample stories from a trained model.")

@@ -39,13 +39,23 @@ COLUMNS = (
 def compare(run_dirs: list[str | Path], plot: str | Path | None = None) -> list[dict[str, Any]]:
     """One row per run folder (``COLUMNS``; a value the run did not record is None; a folder named twice counts
     once), and, with ``plot``, a PNG of their eval bits/byte against tokens seen and against training seconds."""
-    run_dirs = list({Path(d).resolve(): d for d in run_dirs}.values())
+    run_dirs = distinct(run_dirs)
     if not run_dirs:
         raise ValueError("compare() needs at least one run folder.")
     rows = [run_row(d) for d in run_dirs]
     if plot is not None:
-        plot_curves({row["run"]: eval_curve(d) for row, d in zip(rows, run_dirs)}, Path(plot))
+        plot_runs(run_dirs, plot)
     return rows
+
+
+def distinct(run_dirs: list[str | Path]) -> list[str | Path]:
+    """``run_dirs`` with each folder once (two spellings of one path count once), in order."""
+    return list({Path(d).resolve(): d for d in run_dirs}.values())
+
+
+def plot_runs(run_dirs: list[str | Path], path: str | Path) -> None:
+    """``plot_curves`` of these runs' evaluations, each labelled by its folder."""
+    plot_curves({str(d): eval_curve(d) for d in distinct(run_dirs)}, Path(path))
 
 
 def run_row(run_dir: str | Path) -> dict[str, Any]:
@@ -66,7 +76,7 @@ def group_runs(run_dirs: list[str | Path], by: list[str]) -> tuple[list[dict[str
     """Runs grouped by the resolved settings ``by`` (run.json config fields, or ``model_config`` fields): per group,
     n, the mean ± 95% CI (Student t) of eval bits/byte and eval loss, and Welch's p against the first group. Also
     returns warnings (runs with different tokenizers: their eval_loss does not compare, their bits/byte does)."""
-    run_dirs = list({Path(d).resolve(): d for d in run_dirs}.values())
+    run_dirs = distinct(run_dirs)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     origins = {}
     for run_dir in run_dirs:

@@ -34,9 +34,12 @@ def peak_flops(device_name: str, precision: str) -> float | None:
     return None
 
 
-def compute_record(per_token: int, tokens: int, train_seconds: float, peak: float | None,
-                   peak_source: str | None) -> dict[str, Any]:
-    """run.json's ``compute``: FLOPs per token, in total, per training second, and as a fraction of the peak."""
+def compute_record(per_token: int, tokens: int, train_seconds: float, given_peak: float | None, device: str,
+                   precision: str) -> dict[str, Any]:
+    """run.json's ``compute``: FLOPs per token, in total, per training second, and as a fraction of the peak: the one
+    given (``peak_flops``), else the data sheet's for ``device`` at ``precision``, else none (no MFU)."""
+    peak = given_peak or peak_flops(device, precision)
+    peak_source = "peak_flops" if given_peak else "data sheet" if peak else None
     total = per_token * tokens
     achieved = total / train_seconds if train_seconds > 0 else None
     return {

@@ -50,8 +50,8 @@ def require_hub(name: str, field: str, repo_type: str) -> None:
                          f"{field} to a local path (--{field} PATH).") from None
     except (OfflineModeIsEnabled, HTTPError) as err:
         raise ValueError(
-            f"{field} {name!r} is a hub name, but the hub ({_hub_host()}) cannot be reached ({type(err).__name__}). Set "
-            f"{field} to a local path (--{field} PATH), or set HF_HUB_OFFLINE=1 to use what your hub cache already "
+            f"{field} {name!r} is a hub name, but the hub ({_hub_host()}) cannot be reached "
+            f"({type(err).__name__}). Set {field} to a local path (--{field} PATH), or set HF_HUB_OFFLINE=1 to use what your hub cache already "
             "holds."
         ) from None
 

@@ -158,7 +158,8 @@ def _json_problem(files: list[str], text_column: str | None) -> str | None:
             try:
                 records = json.loads(text)
             except json.JSONDecodeError as err:
-                return f"{file} line {err.lineno} is not valid JSON ({err.msg}); fix it, or use one object per line (.jsonl)."
+                return (f"{file} line {err.lineno} is not valid JSON ({err.msg}); fix it, or use one object per line "
+                        "(.jsonl).")
             if isinstance(records, dict):
                 return (f"{file} holds one JSON object of columns; a .json file must hold a list of records "
                         '([{"text": "..."}, ...]), or write one object per line in a .jsonl file.')
@@ -213,8 +214,9 @@ def _num_rows(ds: Dataset | IterableDataset) -> int:
     return len(ds)
 
 
-def check_text_column(ds: Dataset | IterableDataset, text_column: str) -> None:
-    """Raise a ``ValueError`` naming the fix when ``text_column`` is missing or does not hold strings."""
+def check_text_column(ds: Dataset | IterableDataset, text_column: str, json_files: Sequence[str] = ()) -> None:
+    """Raise a ``ValueError`` naming the fix when ``text_column`` is missing or does not hold strings; for ``ds`` read
+    from ``json_files``, a column of mixed types or an object of columns names the file and record at fault."""
     features = ds.features
     if features is None:
         return
@@ -223,15 +225,14 @@ def check_text_column(ds: Dataset | IterableDataset, text_column: str) -> None:
             f"Column {text_column!r} not found; the dataset has {list(features)}. Pass text_column=<one of those>."
         )
     feature = features[text_column]
-    if not _is_text(feature):
+    if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+        # mixed types (a Json feature) or an object of columns (a List); a plain numeric column is the message below
+        if json_files and not isinstance(feature, Value) and (problem := _json_problem(list(json_files), text_column)):
+            raise ValueError(problem)
         raise ValueError(
             f"Column {text_column!r} holds {feature}, not text. Point text_column at a string column "
             f"or convert it first (e.g. ds.map(lambda b: {{'text': [str(x) for x in b[{text_column!r}]]}}))."
         )
-
-
-def _is_text(feature: Any) -> bool:
-    return isinstance(feature, Value) and feature.dtype in ("string", "large_string")
 
 
 def load_text_dataset(
@@ -259,21 +260,14 @@ def load_text_dataset(
         if split is not None:
             ds = _select(ds, split, by_split)
         json_files = [f for files in by_split.values() for f in files if f.endswith((".json", ".jsonl"))]
-        for part in ds.values() if split is None else [ds]:
-            feature = (part.features or {}).get(text_column)
-            # mixed types (a Json feature) or an object of columns (a List): name the record; a plain numeric
-            # column is check_text_column's case
-            if json_files and feature is not None and not isinstance(feature, Value):
-                problem = _json_problem(json_files, text_column)
-                if problem:
-                    raise ValueError(problem)
     elif looks_local(str(source)) or path.suffix in _SUFFIXES:
         raise ValueError(f"{source} does not exist. Pass an existing file or directory, or a hub dataset name.")
     else:
         require_hub(str(source), "dataset", "dataset")
         ds = load_dataset(str(source), split=split, streaming=streaming, **load_kwargs)
+        json_files = []
     for part in ds.values() if split is None else [ds]:
-        check_text_column(part, text_column)
+        check_text_column(part, text_column, json_files)
     return ds
 
 

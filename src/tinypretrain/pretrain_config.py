@@ -197,20 +197,18 @@ class PretrainConfig(TrainingArguments):
         if self.max_time is not None:
             layers.append(("budget", budget_settings(on_cpu=not torch.cuda.is_available())))
         self.sources = {}
-        for f in fields(self):
-            if not f.init:
+        for name in (f.name for f in fields(self) if f.init):
+            if name in self._given:
+                self.sources[name] = "explicit"
                 continue
-            source = "explicit" if f.name in self._given else "default"
-            if source == "default":
-                source, value = next(((s, v[f.name]) for s, v in layers if f.name in v), ("default", None))
-                if source != "default":
-                    setattr(self, f.name, value)
-            self.sources[f.name] = source
+            source, values = next(((s, v) for s, v in layers if name in v), ("default", {}))
+            if name in values:
+                setattr(self, name, values[name])
+            self.sources[name] = source
 
     @property
     def given(self) -> frozenset[str]:
-        """The fields whose values were given (a keyword, a flag, a file key), not filled by a recipe, budget or
-        default."""
+        """The fields given (keywords, flags, file keys), not filled by a recipe, the budget or a default."""
         return self._given
 
     def _problems(self) -> list[str]:
@@ -243,7 +241,7 @@ class PretrainConfig(TrainingArguments):
                 problems.append(str(err))
             if self.lr_scheduler_type not in TIME_SCHEDULES:
                 problems.append(f"with max_time, lr_scheduler_type must be one of {', '.join(TIME_SCHEDULES)}")
-        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", self.license):  # the hub refuses a card with any other license
+        if not is_license_id(self.license):
             problems.append(f"license must be a hub license id such as apache-2.0, mit or other, got {self.license!r}")
         if not 0 <= self.decay_fraction <= 1:
             problems.append(f"decay_fraction must be between 0 and 1, got {self.decay_fraction}")
@@ -359,6 +357,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of PretrainConfig fields, got {type(data).__name__}.")
     return data
+
+
+def is_license_id(value: object) -> bool:
+    """Whether ``value`` is a hub license id in form (apache-2.0, mit, other): the hub refuses cards with others."""
+    return isinstance(value, str) and re.fullmatch(r"[a-z0-9][a-z0-9.-]*", value) is not None
 
 
 def _as_dict(value: dict | str | None, name: str) -> dict:

@@ -130,11 +130,11 @@ def prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
             f"output_dir {out} holds {', '.join(present[:5])} but no tinypretrain run (no run.json or complete "
             "checkpoint), so it is not replaced. Pick a new output_dir."
         )
-    if "README.md" in present and not is_unedited_card(out / "README.md"):
+    if _is_users_card(out / "README.md"):
         present.remove("README.md")  # the user's words: kept, and the new run leaves them as they are
         logging.getLogger("tinypretrain").warning(
-            "%s was edited after tinypretrain wrote it: kept for the new run (`tinypretrain card --force` rewrites it).",
-            out / "README.md")
+            "%s was edited after tinypretrain wrote it: kept for the new run (`tinypretrain card --force` rewrites "
+            "it).", out / "README.md")
     if (out / PREVIOUS).exists():  # a replacement that never finished: the run inside it is the one to keep aside
         present.remove(PREVIOUS)
         for name in present:
@@ -143,6 +143,11 @@ def prepare(out: Path, *, resume: bool, overwrite: bool) -> None:
     (out / PREVIOUS).mkdir()
     for name in present:
         os.replace(out / name, out / PREVIOUS / name)
+
+
+def _is_users_card(path: Path) -> bool:
+    """Whether ``path`` is a run's README.md that the user edited: a replacement keeps it where it is."""
+    return path.name == "README.md" and path.is_file() and not is_unedited_card(path)
 
 
 def _holds_a_run(out: Path) -> bool:
@@ -161,8 +166,7 @@ def undo_replacement(out: Path) -> None:
     if not previous.exists():
         return
     for item in out.iterdir():
-        kept_card = item.name == "README.md" and not is_unedited_card(item)  # the user's, kept by prepare()
-        if item.name not in (PREVIOUS, LOCK, OWNER) and _is_run_file(item.name) and not kept_card:
+        if item.name not in (PREVIOUS, LOCK, OWNER) and _is_run_file(item.name) and not _is_users_card(item):
             _remove(item)
     for item in previous.iterdir():
         os.replace(item, out / item.name)

@@ -56,7 +56,8 @@ def settings_table(cfg: PretrainConfig) -> str:
     shown = {name: json.dumps(value, default=str) for name, value in values.items()}
     value_width = min(40, max(map(len, shown.values())))
     lines = [f"{'field':<{width}}  {'value':<{value_width}}  source"]
-    lines += [f"{name:<{width}}  {text:<{value_width}}  {cfg.sources.get(name, 'default')}" for name, text in shown.items()]
+    lines += [f"{name:<{width}}  {text:<{value_width}}  {cfg.sources.get(name, 'default')}"
+              for name, text in shown.items()]
     return "\n".join(lines)
 
 

@@ -3,9 +3,11 @@ tabulate, plot (the TinyStories paper's Figure 4 in bits/byte) and write the bes
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from .budget import parse_duration
 from .compare import csv_table, eval_curve, group_columns, markdown_table, plot_curves, summarize
 from .io import atomic_write_text
 from .pretrain_config import PretrainConfig
+from .run_data import load_texts
 from .settings import NOT_REPRODUCED, resolve_settings, settings_changes, settings_fingerprint, training_settings
 from .tokenizer import train_tokenizer
 from .trainer import last_complete_checkpoint
@@ -93,11 +96,13 @@ def sweep(
             budgets, presets, vocabs, learning_rates or [base.learning_rate], range(seeds)
         )
     ]
-    tokenizers: dict[int, Path] = {}
+    # One tokenizer per vocabulary, trained once for the whole sweep from training texts read once.
+    train_texts = functools.cache(lambda: load_texts(base).train)
+    tokenizer = functools.cache(lambda vocab_size: _shared_tokenizer(base, vocab_size, out, train_texts()))
     rows = []
     for cell in cells:
         folder = out / cell.name
-        fields = _cell_fields(base, cell, budget_kind, out, tokenizers)
+        fields = _cell_fields(base, cell, budget_kind, tokenizer)
         planned = base.updated(**fields, output_dir=str(folder))
         if not _reusable(folder, planned, base.overwrite_output_dir):
             resume = last_complete_checkpoint(folder) is not None and not (folder / "run.json").exists()
@@ -135,14 +140,11 @@ def _cell_row(folder: Path, cell: Cell) -> dict[str, Any]:
             "seed": config["seed"], **record["metrics"]}
 
 
-def _cell_fields(base: PretrainConfig, cell: Cell, budget_kind: str, out: Path, tokenizers: dict[int, Path]
+def _cell_fields(base: PretrainConfig, cell: Cell, budget_kind: str, tokenizer: Callable[[int], Path]
                  ) -> dict[str, Any]:
     fields: dict[str, Any] = {"preset": cell.preset, "learning_rate": cell.learning_rate, "seed": cell.seed}
-    if cell.vocab_size is not None:  # one tokenizer per vocabulary, trained once for the whole sweep
-        fields["vocab_size"] = cell.vocab_size
-        if cell.vocab_size not in tokenizers:
-            tokenizers[cell.vocab_size] = _shared_tokenizer(base, cell.vocab_size, out)
-        fields["tokenizer"] = str(tokenizers[cell.vocab_size])
+    if cell.vocab_size is not None:  # the sweep's own tokenizer of that size
+        fields.update(vocab_size=cell.vocab_size, tokenizer=str(tokenizer(cell.vocab_size)))
     fields.update(_budget_fields(base, cell.budget, budget_kind))
     return fields
 
@@ -156,12 +158,9 @@ def _budget_fields(base: PretrainConfig, budget: str, budget_kind: str) -> dict[
     return {"max_steps": max(1, parse_token_budget(budget) // tokens_per_step)}
 
 
-def _shared_tokenizer(base: PretrainConfig, vocab_size: int, out: Path) -> Path:
-    """The sweep's tokenizer of ``vocab_size`` tokens, in a folder keyed to the training texts and the tokenizer's
-    settings, so changed data or settings train a new one."""
-    from .run_data import load_texts
-
-    train_texts = load_texts(base).train
+def _shared_tokenizer(base: PretrainConfig, vocab_size: int, out: Path, train_texts: Any) -> Path:
+    """The sweep's tokenizer of ``vocab_size`` tokens trained on ``train_texts`` (``base``'s), in a folder keyed to
+    those texts and the tokenizer's settings, so changed data or settings train a new one."""
     digest = hashlib.blake2b(digest_size=8)
     digest.update(json.dumps([vocab_size, base.max_length, base.text_column]).encode())
     for text in train_texts[base.text_column] if hasattr(train_texts, "column_names") else train_texts:

@@ -33,7 +33,7 @@ from .budget import (
 )
 from .card import refresh_model_card
 from .collate import causal_collator
-from .compute import compute_record, flops_per_token, peak_flops
+from .compute import compute_record, flops_per_token
 from .config import DEFAULT_CONTEXT, PRESETS, make_llama_config
 from .model import build_model, count_parameters
 from .pretrain_config import PretrainConfig
@@ -172,10 +172,8 @@ def _run(cfg: PretrainConfig, out: Path, state: PartialState, callbacks: list[Tr
         step = trainer.state.global_step
         if stop_on_signal.received is not None:
             signal_ = stop_on_signal.received
-            raise TrainingInterrupted(
-                f"stopped by {signal_.name} at step {step}; resume with --resume_from_checkpoint true",
-                128 + signal_.value,
-            )
+            raise TrainingInterrupted(f"stopped by {signal_.name} at step {step}",
+                                      "resume with --resume_from_checkpoint true", 128 + signal_.value)
         stop_on_signal.finishing(
             f"the last complete checkpoint is {last_complete_checkpoint(out)}: resume with --resume_from_checkpoint "
             "true to write the final model"
@@ -183,10 +181,8 @@ def _run(cfg: PretrainConfig, out: Path, state: PartialState, callbacks: list[Tr
         result = _finish(cfg, out, state, trainer, train_output, tokenizer, texts, train_rows)
     if stop_on_signal.received is not None:
         signal_ = stop_on_signal.received
-        raise TrainingInterrupted(
-            f"{signal_.name} received after the last step (step {step}); the run was completed first: {out}",
-            128 + signal_.value,
-        )
+        raise TrainingInterrupted(f"{signal_.name} received after the last step (step {step})",
+                                  f"the run was completed first: {out}", 128 + signal_.value)
     return result
 
 
@@ -206,18 +202,15 @@ def _finish(cfg: PretrainConfig, out: Path, state: PartialState, trainer: Pretra
     if trainer.is_world_process_zero():
         sample_tokens = min(200, cfg.max_length)
         samples = write_samples(model, tokenizer, cfg.num_samples, sample_tokens, cfg.seed, out / "samples.md")
-        recorded = cfg.updated(output_dir=str(out))
         description = {**describe_run(cfg, model, tokenizer, texts, train_rows), "samples": samples,
                        "evaluations": [h["step"] for h in history if "eval_loss" in h],
                        "overhead_skipped": trainer.allowance.skipped if trainer.allowance else None}
-        precision = description["precision"]
-        peak, peak_source = (cfg.peak_flops, "peak_flops") if cfg.peak_flops else (
-            peak_flops(description["device"], precision), "data sheet")
         compute = compute_record(flops_per_token(model, cfg.max_length), metrics["tokens_seen"],
-                                 metrics["train_seconds"], peak, peak_source if peak else None)
+                                 metrics["train_seconds"], cfg.peak_flops, description["device"],
+                                 description["precision"])
         settings = training_settings(cfg)
         record = {
-            "config": {**recorded.to_dict(), "model_config": model.config.to_dict()},
+            "config": {**cfg.to_dict(), "output_dir": str(out), "model_config": model.config.to_dict()},
             "sources": cfg.sources,
             "fingerprint": settings_fingerprint(settings),
             "compute": compute,
