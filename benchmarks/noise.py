@@ -27,7 +27,7 @@ from budget import split_stories
 from tinypretrain.stats import format_p, mean_ci, welch_p
 
 COLUMNS = ["variant", "seed", "steps", "bits_per_byte", "train_seconds", "train_runtime_s", "runtime_over_budget",
-           "load_1m"]
+           "achieved_flops_per_s", "load_1m"]
 
 
 def run_once(data: Path, budget: float, seed: int, overrides: dict, work: Path) -> dict:
@@ -43,7 +43,8 @@ def run_once(data: Path, budget: float, seed: int, overrides: dict, work: Path) 
     metrics = record["metrics"]
     return {"seed": seed, "steps": metrics["train_steps"], "bits_per_byte": metrics["eval_bits_per_byte"],
             "train_seconds": metrics["train_seconds"], "train_runtime_s": runtime,
-            "runtime_over_budget": runtime / budget, "load_1m": os.getloadavg()[0]}
+            "runtime_over_budget": runtime / budget,
+            "achieved_flops_per_s": record["compute"]["achieved_flops_per_s"], "load_1m": os.getloadavg()[0]}
 
 
 def main() -> None:
