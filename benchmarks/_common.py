@@ -144,7 +144,7 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path:
-        from tinypretrain.io import atomic_write_json
+        from tinypretrain.utils.io import atomic_write_json
 
         atomic_write_json(path, payload)
         print(f"wrote {path}")
@@ -152,7 +152,8 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     """``"name:field=value,field=value"`` -> (name, PretrainConfig overrides), values typed by the field."""
-    from tinypretrain.pretrain_config import PretrainConfig, coerce
+    from tinypretrain.config.fields import coerce
+    from tinypretrain.config.pretrain import PretrainConfig
 
     name, _, assignments = spec.partition(":")
     overrides: dict[str, Any] = {}
@@ -160,5 +161,5 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
         key, _, value = item.partition("=")
         if key not in PretrainConfig.__dataclass_fields__:
             raise SystemExit(f"Unknown PretrainConfig field {key!r} in --variant {spec!r}.")
-        overrides[key] = coerce(key, value)
+        overrides[key] = coerce(PretrainConfig, key, value)
     return name, overrides

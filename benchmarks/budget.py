@@ -27,8 +27,8 @@ from _common import DEFAULT_DATA, machine, parse_variant, print_table, seed_reci
 from transformers import LlamaForCausalLM, TrainerCallback
 
 import tinypretrain as tp
-from tinypretrain.budget import TrainingClock, schedule_factor
-from tinypretrain.load import read_eot_text
+from tinypretrain.data.load import read_eot_text
+from tinypretrain.train.budget import TrainingClock, schedule_factor
 
 DEFAULT_VARIANTS = ["defaults:"]
 SEED_ONE_EPOCH_BPB = 1.383  # the seed recipe after one epoch of train.txt, in 1,469 s (RESULTS.md, run 7)
@@ -137,7 +137,7 @@ def seconds_to(points: list[tuple[float, float]], target: float) -> float | None
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    from tinypretrain.artifacts import new_axes, save_figure
+    from tinypretrain.utils.figures import new_axes, save_figure
 
     fig, ax = new_axes()
     for r in rows:

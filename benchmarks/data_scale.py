@@ -27,7 +27,7 @@ COLUMNS = ["stories", "tokens", "seconds", "tokens_per_s", "peak_rss_gb", "rss_a
 CHILD = """
 import json, resource, sys, tempfile, time
 import tinypretrain as tp
-from tinypretrain.run_data import load_texts, training_rows
+from tinypretrain.data.prepare import load_texts, training_rows
 corpus, tokenizer_dir, block = sys.argv[1], sys.argv[2], int(sys.argv[3])
 cfg = tp.PretrainConfig(dataset=corpus, tokenizer=tokenizer_dir, max_length=block, output_dir=tempfile.mkdtemp())
 tok = tp.load_tokenizer(tokenizer_dir)

@@ -24,7 +24,7 @@ from pathlib import Path
 from _common import DEFAULT_DATA, machine, parse_variant, print_table, write_json
 from budget import split_stories
 
-from tinypretrain.stats import format_p, mean_ci, welch_p
+from tinypretrain.utils.stats import format_p, mean_ci, welch_p
 
 COLUMNS = ["variant", "seed", "steps", "bits_per_byte", "train_seconds", "train_runtime_s", "runtime_over_budget",
            "achieved_flops_per_s", "load_1m"]

@@ -24,8 +24,8 @@ from _common import DEFAULT_DATA, machine, print_table, seed_recipe_trainer, tok
 from transformers import TrainerCallback
 
 import tinypretrain as tp
-from tinypretrain.evaluate import STORY_METRICS
-from tinypretrain.load import read_eot_text
+from tinypretrain.data.load import read_eot_text
+from tinypretrain.model.evaluate import STORY_METRICS
 
 COLUMNS = ["model", "train_seconds", "steps", *STORY_METRICS]
 

@@ -91,7 +91,7 @@ def run_ours(data: Path, tok_path: str, tok, texts, budget: float, every: int, o
 
 
 def plot(curves: dict[str, list[dict]], path: str) -> None:
-    from tinypretrain.artifacts import new_axes, save_figure
+    from tinypretrain.utils.figures import new_axes, save_figure
 
     fig, ax = new_axes()
     for name, points in curves.items():

@@ -6,15 +6,16 @@ import os
 import sys
 from pathlib import Path
 
-import tinypretrain.artifacts as artifacts
-import tinypretrain.train as train
+import tinypretrain.train.records as artifacts
+import tinypretrain.train.run as train
+import tinypretrain.train.trainer as trainer
 
 out, log_dir, micro_batch = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 rank = int(os.environ.get("RANK", "0"))
 log_dir.mkdir(parents=True, exist_ok=True)
 seen, written = [], []
 
-make_collator = train.causal_collator
+make_collator = trainer.causal_collator
 
 
 def recording_collator(*args, **kwargs):
@@ -35,7 +36,7 @@ def recording(fn):
     return wrapped
 
 
-train.causal_collator = recording_collator
+trainer.causal_collator = recording_collator
 artifacts.atomic_write_text = recording(artifacts.atomic_write_text)
 artifacts.atomic_write_json = recording(artifacts.atomic_write_json)
 artifacts.plot_losses = (lambda plot: lambda history, path: (written.append(path.name), plot(history, path)))(

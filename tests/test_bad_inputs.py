@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 import tinypretrain as tp
 from tinypretrain.cli import main
@@ -120,7 +121,7 @@ def test_story_far_longer_than_max_length_is_split_not_lost(tmp_path):
     assert result.metrics["tokens_seen"] == 2 * 4 * 32
 
 
-class _PoisonWeights(tp.train.TrainerCallback):
+class _PoisonWeights(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step == 4:
             with torch.no_grad():

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinypretrain as tp
-from tinypretrain.budget import TIME_SCHEDULES, budget_settings, parse_duration, schedule_factor
+from tinypretrain.config.budget import TIME_SCHEDULES, budget_settings, parse_duration
+from tinypretrain.train.budget import schedule_factor
 
 BUDGET_SETTINGS = budget_settings(on_cpu=True)
 
@@ -83,10 +84,10 @@ def test_resume_counts_the_time_already_spent(tmp_path):
 
 
 def test_clock_stops_while_paused_and_nests(monkeypatch):
-    from tinypretrain.budget import TrainingClock
+    from tinypretrain.train.budget import TrainingClock
 
     now = [100.0]
-    monkeypatch.setattr("tinypretrain.budget.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("tinypretrain.train.budget.time.monotonic", lambda: now[0])
     clock = TrainingClock()
     clock.spent_before = 5.0
     clock.start()
@@ -105,8 +106,9 @@ def test_ranks_agree_by_a_tensor_all_reduce_about_twice_a_second(monkeypatch):
     object every step (which cost a host sync and a broadcast per step)."""
     import torch
 
-    from tinypretrain import budget
-    from tinypretrain.budget import RankAgreement, TrainingClock
+    from tinypretrain.train import budget, signals
+    from tinypretrain.train.budget import TrainingClock
+    from tinypretrain.train.signals import RankAgreement
 
     class TwoRanks:
         num_processes, is_main_process, device = 2, True, torch.device("cpu")
@@ -118,7 +120,7 @@ def test_ranks_agree_by_a_tensor_all_reduce_about_twice_a_second(monkeypatch):
         tensor[1] = 1.0 if len(calls) == 5 else tensor[1]  # another rank got a signal before the fifth exchange
 
     now = [0.0]
-    monkeypatch.setattr(budget, "PartialState", TwoRanks)
+    monkeypatch.setattr(signals, "PartialState", TwoRanks)
     monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
     monkeypatch.setattr(budget.time, "monotonic", lambda: now[0])
     clock = TrainingClock()

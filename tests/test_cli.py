@@ -4,8 +4,8 @@ import shlex
 import pytest
 
 import tinypretrain as tp
-from tinypretrain.artifacts import reproduce_command
 from tinypretrain.cli import main, train_config
+from tinypretrain.train.records import reproduce_command
 
 
 @pytest.mark.slow

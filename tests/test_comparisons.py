@@ -8,14 +8,14 @@ import pytest
 from scipy import stats
 
 from tinypretrain.cli import main
-from tinypretrain.compare import group_runs
-from tinypretrain.stats import format_mean_ci, format_p, mean_ci, welch_p
+from tinypretrain.runs.compare import group_runs
+from tinypretrain.utils.stats import format_mean_ci, format_p, mean_ci, welch_p
 
 
 def _run(folder, lr, seed, bpb, loss, tokenizer=("byte-level BPE", 4096)):
     """A minimal finished-run record, as compare reads it."""
     folder.mkdir(parents=True)
-    record = {"config": {"learning_rate": lr, "seed": seed, "model_config": {"hidden_size": 128}},
+    record = {"format": 1, "config": {"learning_rate": lr, "seed": seed, "model_config": {"hidden_size": 128}},
               "metrics": {"eval_bits_per_byte": bpb, "eval_loss": loss}, "compute": {},
               "run": {"tokenizer": {"origin": tokenizer[0], "vocab_size": tokenizer[1]}}}
     (folder / "run.json").write_text(json.dumps(record))
@@ -71,6 +71,18 @@ def test_a_record_without_config_is_one_line(tmp_path, capsys):
     assert main(["compare", str(folder)]) == 2
     err = capsys.readouterr().err
     assert "has no 'config' section" in err and "Traceback" not in err and len(err.strip().splitlines()) == 2
+
+
+def test_a_record_of_another_version_is_one_clear_message(tmp_path, capsys):
+    folder = _run(tmp_path / "old", 2e-3, 0, 1.3, 3.0)
+    record = json.loads((folder / "run.json").read_text())
+    del record["format"]  # as every tinypretrain before record formats wrote it
+    record["versions"] = {"tinypretrain": "0.1.0"}
+    (folder / "run.json").write_text(json.dumps(record))
+    for command in (["compare", str(folder)], ["card", str(folder)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "was written by tinypretrain 0.1.0, in a record format this version" in err and "Traceback" not in err
 
 
 def test_nan_free_ci_for_identical_values():

@@ -10,7 +10,7 @@ import torch
 
 import tinypretrain as tp
 from tinypretrain.cli import main
-from tinypretrain.io import atomic_dir, atomic_write_bytes, open_file_mode
+from tinypretrain.utils.io import atomic_dir, atomic_write_bytes, open_file_mode
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def test_the_card_never_copies_an_invalid_license(tiny_run, tmp_path):
     import json
     import shutil
 
-    from tinypretrain.card import model_card
+    from tinypretrain.train.card import model_card
 
     run = shutil.copytree(tiny_run, tmp_path / "run")
     record = json.loads((run / "run.json").read_text())

@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from tinypretrain.io import atomic_dir, atomic_write_json, atomic_write_text
+from tinypretrain.utils.io import atomic_dir, atomic_write_json, atomic_write_text
 
 
 def test_atomic_write_replaces_whole_file_with_normal_permissions(tmp_path):

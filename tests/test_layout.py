@@ -80,11 +80,43 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def test_the_checker_sees_function_level_imports_and_skips_type_checking_ones():
+    modules = {f"{PACKAGE}.a": Path("a.py"), f"{PACKAGE}.b": Path("b.py"), f"{PACKAGE}.c": Path("c.py")}
+    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c import C\ndef f():\n    from .b import g\n"
+    visitor = _Imports(f"{PACKAGE}.a", Path("a.py"), modules)
+    visitor.visit(ast.parse(source))
+    assert visitor.targets == {f"{PACKAGE}.b"}
+
+
 def test_no_import_cycle_between_modules():
     graph = import_graph()
-    assert f"{PACKAGE}.train" in graph[f"{PACKAGE}.sweep"]  # the checker sees function-level imports
     cycle = find_cycle(graph)
     assert cycle is None, " -> ".join(cycle)
+
+
+# The subpackages in the order data flows; a module imports only from its own layer or those before it.
+LAYERS = ("utils", "config", "data", "model", "train", "runs")
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")[1:]
+    if not parts or parts[0] in ("cli", "__main__"):
+        return len(LAYERS)  # the package's front doors sit on top
+    return LAYERS.index(parts[0]) if parts[0] in LAYERS else 0  # version.py: bottom
+
+
+def test_no_layer_imports_a_later_one():
+    assert [p.name for p in sorted(SRC.iterdir()) if (p / "__init__.py").exists()] == sorted(LAYERS)
+    upward = [f"{m} -> {t}" for m, targets in import_graph().items() for t in targets if _layer(t) > _layer(m)]
+    assert not upward, upward
+
+
+def test_subpackage_inits_only_say_what_they_own():
+    for name in LAYERS:
+        tree = ast.parse((SRC / name / "__init__.py").read_text(encoding="utf-8"))
+        docstring = ast.get_docstring(tree)
+        assert docstring and len(tree.body) == 1, f"{name}/__init__.py: a docstring and nothing else"
+        assert len(docstring.splitlines()) == 2, f"{name}/__init__.py: say what it owns in two lines"
 
 
 def test_the_cycle_finder_finds_a_cycle():
@@ -103,3 +135,10 @@ def test_every_public_name_imports_and_says_what_it_is():
         assert inspect.getdoc(obj), f"tp.{name} has no docstring"
         if inspect.isfunction(obj):
             assert "return" in obj.__annotations__, f"tp.{name} has no return type"
+
+
+def test_the_readme_code_map_names_every_subpackage_in_order():
+    readme = (SRC.parents[1] / "README.md").read_text(encoding="utf-8")
+    code_map = readme.split("## Code map", 1)[1].split("\n## ", 1)[0]
+    named = [line.split("`")[1].rstrip("/") for line in code_map.splitlines() if line.startswith("- `")]
+    assert named == [*LAYERS, "cli.py"]

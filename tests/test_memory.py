@@ -8,7 +8,7 @@ import pytest
 from datasets import Dataset
 
 import tinypretrain as tp
-from tinypretrain.memory import cache_files, release_mapped_pages, releasing
+from tinypretrain.utils.memory import cache_files, release_mapped_pages, releasing
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="page release is Linux-only (a no-op elsewhere)")
 

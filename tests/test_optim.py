@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import tinypretrain as tp
-from tinypretrain.optim import MuonWithAdamW
+from tinypretrain.model.optim import MuonWithAdamW
 
 
 def _model():

@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 import tinypretrain as tp
-from tinypretrain.pretrain_config import PretrainConfig
-from tinypretrain.run_data import load_texts
+from tinypretrain.config.pretrain import PretrainConfig
+from tinypretrain.data.prepare import load_texts
+from tinypretrain.train.checkpoint import last_complete_checkpoint
 
 TINY = {
     "builtin_stories": 800,
@@ -113,7 +114,7 @@ def test_refuses_to_clobber_or_resume_from_nothing(tmp_path):
     half.mkdir(parents=True)
     with pytest.raises(ValueError, match="not a usable checkpoint: trainer_state.json is missing"):
         tp.pretrain(output_dir=str(tmp_path / "half"), max_steps=1, resume_from_checkpoint=str(half), **TINY)
-    assert tp.trainer.last_complete_checkpoint(tmp_path / "half") is None
+    assert last_complete_checkpoint(tmp_path / "half") is None
 
 
 @pytest.mark.parametrize(
@@ -190,7 +191,7 @@ def test_streaming_run(tmp_path):
 
 
 def test_device_rules(monkeypatch):
-    from tinypretrain.settings import device_training_args as _device_defaults
+    from tinypretrain.config.settings import device_training_args as _device_defaults
 
     cpu = _device_defaults(PretrainConfig())
     assert (cpu["bf16"], cpu["fp16"], cpu["torch_compile"], cpu["per_device_train_batch_size"]) == (False, False, False, 8)
@@ -283,7 +284,7 @@ def test_recipe_applies_on_every_construction_path(tmp_path, monkeypatch):
         captured["cfg"] = cfg
         raise InterruptedError
 
-    monkeypatch.setattr(tp.train, "_run", capture)
+    monkeypatch.setattr(tp.train.run, "run", capture)
     with pytest.raises(InterruptedError):
         tp.pretrain(plain, recipe="seed")
     _applies_seed(captured["cfg"], max_steps=5)
@@ -298,7 +299,7 @@ def test_recipe_through_the_cli(tmp_path, monkeypatch):
         captured["cfg"] = cfg
         raise ValueError("stop here")
 
-    monkeypatch.setattr(tp.train, "pretrain", fake_pretrain)
+    monkeypatch.setattr(tp.train.run, "pretrain", fake_pretrain)
     (tmp_path / "c.yaml").write_text("recipe: fast\nlearning_rate: 0.001\nmax_length: 256\n")
     assert cli.main(["train", str(tmp_path / "c.yaml"), "--max_length", "128", "--train_split", "train"]) == 2
     cfg = captured.pop("cfg")
@@ -314,11 +315,11 @@ def test_recipe_through_the_cli(tmp_path, monkeypatch):
 
 
 def test_every_recipe_spells_out_its_settings():
-    from tinypretrain.pretrain_config import _choices
-    from tinypretrain.recipes import RECIPES
+    from tinypretrain.config.fields import choices
+    from tinypretrain.config.recipes import RECIPES
 
     assert RECIPES["seed"].keys() == RECIPES["fast"].keys()
-    assert set(_choices("recipe")) == {*RECIPES, None}  # the CLI's choices are the recipes there are
+    assert set(choices(PretrainConfig, "recipe")) == {*RECIPES, None}  # the CLI's choices are the recipes there are
     assert {"learning_rate", "lr_scheduler_type", "warmup_steps", "packing", "max_length", "preset"} <= RECIPES["fast"].keys()
 
 

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tinypretrain as tp
-import tinypretrain.train as train_module
+import tinypretrain.train.run as train_module
 from tinypretrain.cli import main, train_config
-from tinypretrain.settings import resolve_settings
+from tinypretrain.config.settings import resolve_settings
 
 # Fields that a recipe, the budget or the device also set, each with its library default and another value.
 CANDIDATES = {
@@ -45,7 +45,7 @@ def _via_pretrain(fields, tmp_path, monkeypatch):
         captured["cfg"] = cfg
         raise InterruptedError
 
-    monkeypatch.setattr(train_module, "_run", capture)
+    monkeypatch.setattr(train_module, "run", capture)
     base = tp.PretrainConfig(**{k: v for k, v in fields.items() if k in ("recipe", "max_time")})
     with pytest.raises(InterruptedError):
         tp.pretrain(base, output_dir=str(tmp_path / "run"), **fields)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 import tinypretrain as tp
 from tinypretrain.cli import main
-from tinypretrain.compute import flops_per_token
+from tinypretrain.model.compute import flops_per_token
 
 TINY = ["--builtin_stories", "300", "--max_length", "32", "--vocab_size", "300", "--max_eval_samples", "4",
         "--eval_size", "4", "--num_samples", "0", "--story_samples", "2", "--per_device_train_batch_size", "4",
@@ -83,7 +83,7 @@ def test_overwrite_keeps_a_card_the_user_edited(tmp_path, caplog):
 
 SLOW_FINISH = """
 import pathlib, sys, time
-import tinypretrain.train as train
+import tinypretrain.train.run as train
 finish = train._finish
 def slow_finish(*args, **kwargs):
     pathlib.Path(sys.argv[1]).write_text("finishing")
@@ -119,15 +119,19 @@ def test_a_signal_after_the_last_step_tells_the_truth(tmp_path, signals):
     assert "nothing was saved" not in err and "Traceback" not in err
 
 
-def test_the_same_seed_gives_bit_identical_weights(tmp_path, capsys, caplog):
+def test_the_same_seed_gives_bit_identical_weights_and_the_output_is_quiet_unless_verbose(tmp_path, capsys, caplog):
     caplog.set_level(logging.INFO, logger="tinypretrain")
-    runs = [tmp_path / "a", tmp_path / "b"]
-    for out in runs:
-        assert main(["train", *TINY, "--max_steps", "6", "--output_dir", str(out)]) == 0
-    # the summary: training-only rate and time, and what the wall time spent outside training; one parameter line
-    out = capsys.readouterr().out
-    assert "s of training at " in out and "s outside training (data, evaluations, saves, records)" in out
-    assert "parameters = embeddings" in caplog.text and "shape" not in caplog.text
+    runs, printed = [tmp_path / "a", tmp_path / "b"], []
+    for out, extra in zip(runs, ([], ["--verbose", "true"])):  # verbose changes the output, never the training
+        assert main(["train", *TINY, "--max_steps", "6", "--output_dir", str(out), *extra]) == 0
+        captured = capsys.readouterr()
+        printed.append(captured.out + captured.err + caplog.text)
+        caplog.clear()
+    # the summary: training-only rate and time, and what the wall time spent outside training
+    assert "s of training at " in printed[0] and "s outside training (data, evaluations, saves, records)" in printed[0]
+    # one parameter line (total, non-embedding, bytes); the per-tensor table only with --verbose
+    assert "parameters (" in printed[0] and "non-embedding" in printed[0] and " MiB" in printed[0]
+    assert "model.layers.0." not in printed[0] and "model.layers.0." in printed[1]
     a, b = (load_file(out / "model.safetensors") for out in runs)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

@@ -57,7 +57,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
 
 
 def test_resume_skips_a_checkpoint_killed_mid_save(tmp_path):
-    from tinypretrain.trainer import COMPLETE_MARKER, last_complete_checkpoint
+    from tinypretrain.train.checkpoint import COMPLETE_MARKER, last_complete_checkpoint
 
     for step, complete in ((10, True), (20, False)):
         folder = tmp_path / f"checkpoint-{step}"
@@ -69,7 +69,7 @@ def test_resume_skips_a_checkpoint_killed_mid_save(tmp_path):
 
 def test_corrupt_checkpoint_is_refused_with_the_fix(tmp_path):
     import tinypretrain as tp
-    from tinypretrain.trainer import COMPLETE_MARKER
+    from tinypretrain.train.checkpoint import COMPLETE_MARKER
 
     ckpt = tmp_path / "checkpoint-5"
     ckpt.mkdir()

@@ -99,7 +99,7 @@ def test_one_writer_per_folder_and_a_stale_lock_is_taken_over(tmp_path):
 
 
 def _contend(barrier, root, trials, results, index):
-    from tinypretrain import run_dir
+    from tinypretrain.train import run_dir
 
     for trial in range(trials):
         barrier.wait()  # both enter the lock at the same instant

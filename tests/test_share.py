@@ -15,11 +15,12 @@ from huggingface_hub import ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
 import tinypretrain as tp
-from tinypretrain.card import INDEXED_METRICS, is_unedited_card, model_card
 from tinypretrain.cli import main, train_config
-from tinypretrain.compare import COLUMNS, compare, csv_table, markdown_table
-from tinypretrain.hub import PUSHED_FILES, push_run
-from tinypretrain.trainer import STORY_METRICS
+from tinypretrain.model.evaluate import STORY_METRICS
+from tinypretrain.runs.compare import COLUMNS, compare
+from tinypretrain.runs.push import PUSHED_FILES, push_run
+from tinypretrain.train.card import INDEXED_METRICS, is_unedited_card, model_card
+from tinypretrain.utils.tables import csv_table, markdown_table
 
 TINY = dict(
     builtin_stories=300,
@@ -138,9 +139,9 @@ def test_compare_tables_and_plot(runs, tmp_path):
     assert [r["train_steps"] for r in rows] == [6, 9]
     assert set(rows[0]) == set(COLUMNS) and rows[1]["tokens_seen"] > rows[0]["tokens_seen"]
     assert (tmp_path / "cmp.png").read_bytes()[:4] == b"\x89PNG"
-    parsed = list(csv.DictReader(io.StringIO(csv_table(rows))))
+    parsed = list(csv.DictReader(io.StringIO(csv_table(rows, COLUMNS))))
     assert [float(r["eval_bits_per_byte"]) for r in parsed] == [r["eval_bits_per_byte"] for r in rows]
-    table = markdown_table(rows).splitlines()
+    table = markdown_table(rows, COLUMNS).splitlines()
     assert len(table) == 4 and table[0].startswith("| run | preset")
 
 
@@ -233,3 +234,17 @@ def test_push_fails_fast_with_one_line_offline_or_logged_out(runs, tmp_path, cap
     assert code == 2 and "no final model" in err
     code, _, err = _cli(capsys, "push", runs[0], "--repo_id", "me/tiny stories")  # checked before anything else
     assert code == 2 and "--repo_id: Repo id must use alphanumeric chars" in err
+
+
+def test_one_table_writer_shows_the_same_rows_as_markdown_csv_and_text():
+    from tinypretrain.utils.tables import cell, text_table
+
+    rows = [{"run": "a", "tokens": 1234567, "bpb": 1.23456, "note": None}, {"run": "bb", "tokens": 5, "bpb": 12345.6}]
+    columns = ("run", "tokens", "bpb", "note")
+    assert [cell(v) for v in (None, 1234567, 1.23456, 12345.6, True, "x")] == ["", "1,234,567", "1.235", "12,346",
+                                                                              "True", "x"]
+    assert markdown_table(rows, columns).splitlines()[2] == "| a | 1,234,567 | 1.235 |  |"
+    assert list(csv.DictReader(io.StringIO(csv_table(rows, columns))))[1] == {"run": "bb", "tokens": "5",
+                                                                             "bpb": "12345.6", "note": ""}
+    text = text_table(rows, columns).splitlines()
+    assert text == ["run     tokens     bpb  note", "a    1,234,567   1.235", "bb           5  12,346"]

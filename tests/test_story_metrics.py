@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinypretrain as tp
-from tinypretrain.evaluate import (
+from tinypretrain.model.evaluate import (
     character_names,
     distinct_2,
     eos_rate,
@@ -16,7 +16,7 @@ from tinypretrain.evaluate import (
     story_opening,
     words,
 )
-from tinypretrain.generate import continue_prompts
+from tinypretrain.model.generate import continue_prompts
 
 WORDS = st.lists(st.sampled_from(["the", "dog", "ran", "a", "big", "red", "ball", "Lily", "saw", "sun"]), max_size=40)
 

@@ -6,9 +6,9 @@ import json
 import pytest
 
 import tinypretrain as tp
-import tinypretrain.train as train_module
+import tinypretrain.train.run as train_module
 from tinypretrain.cli import main
-from tinypretrain.sweep import parse_token_budget
+from tinypretrain.runs.sweep import parse_token_budget
 
 BASE = ["--builtin_stories", "200", "--max_length", "32", "--vocab_size", "300", "--max_eval_samples", "8",
         "--eval_size", "8", "--num_samples", "0", "--per_device_train_batch_size", "4", "--logging_steps", "1"]
@@ -90,7 +90,7 @@ def test_cells_train_the_rates_and_seeds_they_name_under_a_time_budget(tmp_path,
 def test_the_shared_tokenizer_is_keyed_to_the_data(tmp_path, monkeypatch):
     import importlib
 
-    sweep_module = importlib.import_module("tinypretrain.sweep")  # tp.sweep is the function
+    sweep_module = importlib.import_module("tinypretrain.runs.sweep")  # tp.sweep is the function
 
     trained = []
     monkeypatch.setattr(sweep_module, "train_tokenizer", lambda *a, save_dir, **k: trained.append(save_dir))

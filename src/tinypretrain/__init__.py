@@ -1,23 +1,23 @@
 """tinypretrain: pretrain tiny LLaMA-style language models (TinyStories) with transformers, datasets and accelerate."""
 
-from .budget import TrainingInterrupted
-from .collate import causal_collator
-from .config import ffn_size, list_presets, make_llama_config
-from .corpus import generate_stories, story_dataset
-from .data import pack_dataset, pack_sequences, pack_stream, tokenize_truncate
-from .evaluate import evaluate, story_quality
-from .generate import Continuation, continue_prompts, generate
-from .init import init_model, kaiming_init, normal_init
-from .load import load_text_dataset
-from .loss import causal_lm_loss
-from .model import ParameterCount, build_model, count_parameters
-from .optim import MuonWithAdamW
-from .pretrain_config import PretrainConfig
-from .settings import resolve_settings
-from .sweep import sweep
-from .tokenizer import load_tokenizer, train_tokenizer
-from .train import PretrainResult, pretrain
-from .trainer import PretrainTrainer, TrainingDivergedError
+from .config.llama import ffn_size, list_presets, make_llama_config
+from .config.pretrain import PretrainConfig
+from .config.settings import resolve_settings
+from .data.collate import causal_collator
+from .data.corpus import generate_stories, story_dataset
+from .data.load import load_text_dataset
+from .data.pack import pack_dataset, pack_sequences, pack_stream, tokenize_truncate
+from .data.tokenizer import load_tokenizer, train_tokenizer
+from .model.build import ParameterCount, build_model, count_parameters
+from .model.evaluate import evaluate, story_quality
+from .model.generate import Continuation, continue_prompts, generate
+from .model.init import init_model, kaiming_init, normal_init
+from .model.loss import causal_lm_loss
+from .model.optim import MuonWithAdamW
+from .runs.sweep import sweep
+from .train.run import PretrainResult, pretrain
+from .train.signals import TrainingInterrupted
+from .train.trainer import PretrainTrainer, TrainingDivergedError
 from .version import __version__ as __version__  # re-exported
 
 __all__ = [

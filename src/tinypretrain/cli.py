@@ -18,11 +18,22 @@ import torch
 from accelerate import PartialState
 from transformers import HfArgumentParser
 
-from . import train as training
-from .budget import TrainingInterrupted
-from .pretrain_config import PretrainConfig, nullable, read_config_file
-from .settings import resolve_settings, settings_table
-from .trainer import TrainingDivergedError
+from .config.fields import nullable, read_config_file
+from .config.pretrain import PretrainConfig
+from .config.settings import resolve_settings, settings_table
+from .data.load import load_text_dataset
+from .data.tokenizer import load_tokenizer, train_tokenizer
+from .model.evaluate import evaluate
+from .model.generate import SAMPLING, generate
+from .runs.compare import COLUMNS, compare, group_columns, group_runs, plot_runs
+from .runs.push import push_run
+from .runs.sweep import sweep
+from .train import run as training
+from .train.card import write_model_card
+from .train.records import versions
+from .train.signals import TrainingInterrupted
+from .train.trainer import TrainingDivergedError
+from .utils.tables import csv_table, markdown_table
 
 # Errors users cause and can fix (bad input, missing files, a full disk, divergence, too big a batch): one line, exit
 # 2 (as argparse's own usage errors). Anything else is shown with its traceback as a probable bug: exit 1 (as an
@@ -34,7 +45,6 @@ USER_ERRORS = (ValueError, OSError, TrainingDivergedError, torch.OutOfMemoryErro
 def _load_model(model_dir: str):
     from transformers import AutoModelForCausalLM
 
-    from .tokenizer import load_tokenizer
 
     if not Path(model_dir, "config.json").exists():
         raise ValueError(f"{model_dir} is not a model folder (no config.json); pass a run's output_dir.")
@@ -88,8 +98,8 @@ def _take_nones(argv: list[str]) -> tuple[list[str], dict[str, None]]:
         name, eq, value = argv[i].removeprefix("--").partition("=")
         if not eq and i + 1 < len(argv):
             value = argv[i + 1]
-        if argv[i].startswith("--") and name in PretrainConfig.__dataclass_fields__ and nullable(name) and \
-                value in ("None", "null"):
+        declared = name in PretrainConfig.__dataclass_fields__
+        if argv[i].startswith("--") and declared and nullable(PretrainConfig, name) and value in ("None", "null"):
             nones[name] = None
             i += 1 if eq else 2
             continue
@@ -148,8 +158,6 @@ def _train(argv: list[str]) -> None:
 
 
 def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
-    from .sweep import sweep
-
     base, _ = _config_from_argv(_config_parser("tinypretrain sweep", "Fields shared by every cell of the sweep."), rest)
     try:
         rows = sweep(base, args.output_dir, args.presets, args.budgets, budget_kind=args.budget_kind,
@@ -164,8 +172,6 @@ def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    from .generate import generate
-
     model, tokenizer = _load_model(args.model_dir)
     outputs = generate(
         model,
@@ -182,9 +188,6 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate
-    from .load import load_text_dataset
-
     if args.max_samples is not None and args.max_samples < 1:
         raise ValueError(f"--max_samples must be >= 1 (or left out to evaluate every text), got {args.max_samples}.")
     model, tokenizer = _load_model(args.model_dir)
@@ -195,14 +198,10 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _card(args: argparse.Namespace) -> None:
-    from .card import write_model_card
-
     print(f"Wrote {write_model_card(args.run_dir, replace_edited=args.force)}")
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from .compare import COLUMNS, compare, csv_table, group_columns, group_runs, markdown_table, plot_runs
-
     if args.group_by:
         rows, warnings = group_runs(args.run_dirs, args.group_by)
         columns = group_columns(args.group_by, args.csv)
@@ -219,14 +218,10 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _push(args: argparse.Namespace) -> None:
-    from .hub import push_run
-
     print(f"Pushed {args.run_dir} to {args.repo_id}: {push_run(args.run_dir, args.repo_id, private=args.private)}")
 
 
 def _tokenizer_train(args: argparse.Namespace) -> None:
-    from .tokenizer import train_tokenizer
-
     if not Path(args.input).expanduser().exists():
         raise ValueError(f"--input {args.input} does not exist; pass a corpus file (.txt, .jsonl, .json, .parquet) or "
                          "a folder of them.")
@@ -280,10 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="Sample stories from a trained model.")
     gen.add_argument("model_dir")
     gen.add_argument("--prompt", action="append", help="Repeat for a batch; default: one empty prompt (a new story).")
-    gen.add_argument("--max_new_tokens", type=int, default=200)
-    gen.add_argument("--temperature", type=float, default=0.8)
-    gen.add_argument("--top_k", type=int, default=40)
-    gen.add_argument("--top_p", type=float, default=0.95)
+    gen.add_argument("--max_new_tokens", type=int, default=SAMPLING.max_new_tokens)
+    gen.add_argument("--temperature", type=float, default=SAMPLING.temperature, help="0: greedy.")
+    gen.add_argument("--top_k", type=int, default=SAMPLING.top_k, help="0: no top-k cut.")
+    gen.add_argument("--top_p", type=float, default=SAMPLING.top_p)
     gen.add_argument("--seed", type=int, default=None)
 
     ev = sub.add_parser("eval", help="Per-story loss, perplexity and bits/byte of a model on a dataset.")
@@ -353,7 +348,6 @@ def main(argv: list[str] | None = None) -> int:
         print("(run with --debug for the full traceback)", file=sys.stderr)
         return USAGE_ERROR
     except Exception:  # not a mistake of the user's: show everything needed to report it
-        from .artifacts import versions
 
         traceback.print_exc()
         print(

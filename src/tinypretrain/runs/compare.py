@@ -3,15 +3,13 @@ eval bits/byte against tokens and against training seconds."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 from typing import Any
 
-from .artifacts import is_our_figure, new_axes, save_figure
-from .card import read_run
-from .stats import format_mean_ci, format_p, mean_ci, welch_p
+from ..train.card import read_run
+from ..utils.figures import is_our_figure, new_axes, save_figure
+from ..utils.stats import format_mean_ci, format_p, mean_ci, welch_p
 
 COLUMNS = (
     "run",
@@ -123,15 +121,9 @@ def _hashable(value: Any) -> Any:
 
 def eval_curve(run_dir: str | Path) -> list[dict[str, float]]:
     """The run's evaluations in order: ``tokens``, ``seconds`` (training time) and ``bits_per_byte`` at each."""
-    record = read_run(run_dir)
-    tokens_per_step = record["metrics"]["tokens_seen"] / max(record["metrics"]["train_steps"], 1)
+    read_run(run_dir)  # a run of this tinypretrain, or one clear message
     return [
-        {
-            # Runs before tinypretrain logged tokens with evaluations: the run's average tokens per step.
-            "tokens": log.get("num_input_tokens_seen", log["step"] * tokens_per_step),
-            "seconds": log.get("train_seconds"),
-            "bits_per_byte": log["eval_bits_per_byte"],
-        }
+        {"tokens": log["num_input_tokens_seen"], "seconds": log["train_seconds"], "bits_per_byte": log["eval_bits_per_byte"]}
         for log in _read_log(Path(run_dir) / "metrics.jsonl")
         if "eval_bits_per_byte" in log
     ]
@@ -160,33 +152,10 @@ def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> None:
     for name, points in curves.items():
         label = Path(name).name
         by_tokens.plot([p["tokens"] for p in points], [p["bits_per_byte"] for p in points], marker=".", label=label)
-        timed = [p for p in points if p["seconds"] is not None]
-        by_seconds.plot([p["seconds"] for p in timed], [p["bits_per_byte"] for p in timed], marker=".", label=label)
+        by_seconds.plot([p["seconds"] for p in points], [p["bits_per_byte"] for p in points], marker=".", label=label)
     for ax, xlabel in ((by_tokens, "tokens seen"), (by_seconds, "training seconds")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("eval bits per byte")
         ax.grid(alpha=0.3)
     by_tokens.legend(fontsize="small")
     save_figure(fig, path)
-
-
-def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
-    """``rows`` as a markdown table of ``columns``."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def csv_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
-    """``rows`` as CSV of ``columns`` (full precision)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -14,15 +14,23 @@ from typing import Any
 
 import yaml
 
-from .artifacts import new_axes, save_figure
-from .budget import parse_duration
-from .compare import csv_table, eval_curve, group_columns, markdown_table, plot_curves, summarize
-from .io import atomic_write_text
-from .pretrain_config import PretrainConfig
-from .run_data import load_texts
-from .settings import NOT_REPRODUCED, resolve_settings, settings_changes, settings_fingerprint, training_settings
-from .tokenizer import train_tokenizer
-from .trainer import last_complete_checkpoint
+from ..config.budget import parse_duration
+from ..config.pretrain import PretrainConfig
+from ..config.settings import (
+    NOT_REPRODUCED,
+    resolve_settings,
+    settings_changes,
+    settings_fingerprint,
+    training_settings,
+)
+from ..data.prepare import load_texts
+from ..data.tokenizer import train_tokenizer
+from ..train.checkpoint import last_complete_checkpoint
+from ..train.run import pretrain
+from ..utils.figures import new_axes, save_figure
+from ..utils.io import atomic_write_text
+from ..utils.tables import csv_table, markdown_table
+from .compare import eval_curve, group_columns, plot_curves, summarize
 
 CELL_COLUMNS = ("cell", "budget", "preset", "vocab_size", "learning_rate", "seed", "parameters", "train_steps",
                 "tokens_seen", "train_seconds", "eval_loss", "eval_bits_per_byte")
@@ -76,7 +84,6 @@ def sweep(
     ``base.overwrite_output_dir``, which retrains it). Writes cells.csv (every cell, labelled from its own run.json),
     sweep.csv and sweep.md (per setting: n and mean ± 95% CI of eval bits/byte), sweep.png, curves.png and one
     best-<budget>.yaml per budget (the best mean); returns the per-cell rows."""
-    from .train import pretrain
 
     if budget_kind not in ("time", "tokens"):
         raise ValueError(f"budget_kind must be 'time' or 'tokens', got {budget_kind!r}")

@@ -6,24 +6,20 @@ only the Trainer defaults it changes, and leaves every other Trainer option reac
 
 from __future__ import annotations
 
-import difflib
-import functools
-import inspect
 import json
 import re
-import types
-import typing
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 import torch
 from transformers import TrainingArguments
 
 from .budget import TIME_SCHEDULES, budget_settings, parse_duration
-from .config import PRESETS
-from .io import atomic_write_text
+from .fields import choices as choices_of
+from .fields import coerce, read_config_file
+from .llama import PRESETS, unknown_model_fields
 from .recipes import RECIPES
 
 
@@ -214,11 +210,11 @@ class PretrainConfig(TrainingArguments):
     def _problems(self) -> list[str]:
         problems = []
         for name in ("packing", "init"):  # an unknown recipe has already failed in _apply_recipe
-            choices = _choices(name)
+            choices = choices_of(type(self), name)
             if getattr(self, name) not in choices:
                 allowed = ", ".join(repr(c) for c in choices if c is not None)
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        problems += _unknown_model_fields(self.model_overrides)
+        problems += unknown_model_fields(self.model_overrides)
         if self.preset not in PRESETS:
             problems.append(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
         if self.max_length < 2:
@@ -274,94 +270,12 @@ class PretrainConfig(TrainingArguments):
             raise ValueError(
                 f"Unknown PretrainConfig key(s) {unknown} in {source}; see `tinypretrain train --help` for valid keys."
             )
-        return cls(**{name: coerce(name, value) for name, value in data.items()})
+        return cls(**{name: coerce(cls, name, value) for name, value in data.items()})
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> PretrainConfig:
         """Load a YAML or JSON file of fields, then apply ``overrides``."""
         return cls.from_dict({**read_config_file(path), **overrides}, source=str(path))
-
-
-@functools.cache
-def _model_fields() -> frozenset[str]:
-    from transformers import LlamaConfig
-
-    from .config import make_llama_config
-
-    llama = LlamaConfig()
-    accepted = (*llama.to_dict(), *inspect.signature(LlamaConfig.__init__).parameters, *(llama.rope_parameters or {}))
-    return frozenset(accepted) | frozenset(inspect.signature(make_llama_config).parameters)
-
-
-def _unknown_model_fields(overrides: dict[str, Any]) -> list[str]:
-    problems = []
-    for key in sorted(set(overrides) - _model_fields()):
-        close = difflib.get_close_matches(key, sorted(_model_fields()), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else " (see make_llama_config and LlamaConfig)"
-        problems.append(f"model_overrides key {key!r} is not a model field{hint}")
-    return problems
-
-
-@functools.cache
-def _type_hints() -> dict[str, Any]:
-    return typing.get_type_hints(PretrainConfig)
-
-
-def _members(name: str) -> tuple[Any, ...]:
-    hint = _type_hints()[name]
-    return get_args(hint) if get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-
-
-def nullable(name: str) -> bool:
-    """Whether field ``name`` accepts None."""
-    return type(None) in _members(name)
-
-
-def _choices(name: str) -> tuple[Any, ...]:
-    """The values a Literal field (optionally Optional) allows."""
-    return tuple(v for m in _members(name) for v in (get_args(m) if get_origin(m) is Literal else (None,)))
-
-
-def _scalar_types(name: str) -> tuple[type, ...]:
-    return tuple(a for a in _members(name) if a in (bool, int, float, str))
-
-
-def coerce(name: str, value: Any) -> Any:
-    """``value`` as the type of field ``name`` when it came as text (YAML reads ``1e-3`` as a string)."""
-    kinds = _scalar_types(name)
-    if not isinstance(value, str) or not kinds or str in kinds:
-        return value
-    for kind in kinds:
-        if kind is bool and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        try:
-            if kind is not bool:
-                number = float(value)
-                return int(number) if kind is int and number.is_integer() else kind(value)
-        except ValueError:
-            continue
-    expected = " or ".join(k.__name__ for k in kinds)
-    raise ValueError(f"{name} must be {expected}, got {value!r}.")
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The mapping of fields in a YAML or JSON config file (not yet validated)."""
-    import yaml
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text) or {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"Cannot read config file {path}: {err}".replace("\n", " ")) from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of PretrainConfig fields, got {type(data).__name__}.")
-    return data
-
-
-def is_license_id(value: object) -> bool:
-    """Whether ``value`` is a hub license id in form (apache-2.0, mit, other): the hub refuses cards with others."""
-    return isinstance(value, str) and re.fullmatch(r"[a-z0-9][a-z0-9.-]*", value) is not None
 
 
 def _as_dict(value: dict | str | None, name: str) -> dict:
@@ -376,25 +290,7 @@ def _as_dict(value: dict | str | None, name: str) -> dict:
     return parsed
 
 
-def fields_table() -> str:
-    """The markdown table of the fields PretrainConfig declares (docs/pretrain.md holds it; a test keeps it equal)."""
-    own = [PretrainConfig.__dataclass_fields__[name] for name in PretrainConfig.__annotations__]
-    rows = ["| field | default | meaning |", "|---|---|---|"]
-    for f in own:
-        text = f.metadata["help"].replace("%%", "%").replace("|", "\\|")
-        rows.append(f"| `{f.name}` | `{f.default!r}` | {text} |")
-    return "\n".join(rows)
+def is_license_id(value: object) -> bool:
+    """Whether ``value`` is a hub license id in form (apache-2.0, mit, other): the hub refuses cards with others."""
+    return isinstance(value, str) and re.fullmatch(r"[a-z0-9][a-z0-9.-]*", value) is not None
 
-
-def write_fields_table(doc: str | Path) -> None:
-    """Replace the table between the markers of ``doc`` (docs/pretrain.md) with ``fields_table()``."""
-    start, end = "<!-- fields table: generated -->\n", "\n<!-- end of fields table -->"
-    text = Path(doc).read_text(encoding="utf-8")
-    head, rest = text.split(start, 1)
-    atomic_write_text(doc, head + start + fields_table() + end + rest.split(end, 1)[1])
-
-
-if __name__ == "__main__":  # python -m tinypretrain.pretrain_config docs/pretrain.md
-    import sys
-
-    write_fields_table(sys.argv[1])

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from .collate import causal_collator
+from ..data.collate import causal_collator
+from ..data.load import has_text
 from .generate import continue_prompts
-from .load import has_text
 from .loss import causal_lm_loss
 
 

@@ -25,7 +25,7 @@ from datasets import (
 )
 from datasets.exceptions import DatasetGenerationError
 
-from .hub import looks_local, require_hub
+from ..utils.hub import looks_local, require_hub
 
 EOT = "<|endoftext|>"
 # How split names in file names map to dataset splits (TinyStoriesV2 ships `...-valid.txt`).

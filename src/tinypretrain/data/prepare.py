@@ -10,11 +10,11 @@ from typing import Any, NamedTuple
 
 from datasets import Dataset, IterableDataset
 
+from ..config.pretrain import PretrainConfig
+from ..utils.memory import releasing
 from .corpus import story_dataset
-from .data import pack_dataset, pack_stream, tokenize_truncate
 from .load import has_text, load_text_dataset
-from .memory import releasing
-from .pretrain_config import PretrainConfig
+from .pack import pack_dataset, pack_stream, tokenize_truncate
 from .tokenizer import load_tokenizer, train_tokenizer
 
 TOKENIZER_SAMPLE = 50_000  # texts a streamed run trains its tokenizer on

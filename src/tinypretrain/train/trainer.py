@@ -3,26 +3,39 @@ sync-free token counting, and checkpoints that are complete, finite and resumabl
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import re
+import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainerState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
+from datasets import Dataset
+from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .budget import OverheadAllowance, TrainingClock, schedule_factor
-from .evaluate import STORY_METRICS, EvaluationOverTime, evaluate, story_quality
-from .io import atomic_write_json
-from .loss import causal_lm_loss
-from .optim import MuonWithAdamW
+from ..config.pretrain import PretrainConfig
+from ..data.collate import causal_collator
+from ..model.evaluate import STORY_METRICS, EvaluationOverTime, evaluate, story_quality
+from ..model.loss import causal_lm_loss
+from ..model.optim import MuonWithAdamW
+from ..utils.io import atomic_write_json
+from .budget import (
+    OverheadAllowance,
+    TrainingClock,
+    budget_callbacks,
+    overhead_allowance,
+    schedule_factor,
+    time_fraction,
+)
+from .checkpoint import COMPLETE_MARKER
+from .signals import RankAgreement
+
+UNBOUNDED_STEPS = 10**9  # what Trainer is told of a time-budgeted run's steps (the clock stops it); never recorded
 
 logger = logging.getLogger("tinypretrain")
-COMPLETE_MARKER = "tinypretrain_complete"  # written last into a checkpoint; resume trusts only marked ones
 EVAL_METRICS = ("loss", "perplexity", "bits_per_byte")
 
 
@@ -209,6 +222,14 @@ class DivergenceGuard(TrainerCallback):
     def __init__(self) -> None:
         self.bad_step: int | None = None
 
+    def raise_if_diverged(self, learning_rate: float, last_checkpoint: Path | None) -> None:
+        if self.bad_step is not None:
+            raise TrainingDivergedError(
+                f"Loss became NaN/inf at step {self.bad_step}. Lower learning_rate (now {learning_rate}), keep "
+                "max_grad_norm > 0, use init='normal', or train in fp32 (bf16=false). Last good checkpoint: "
+                f"{last_checkpoint}."
+            )
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
@@ -217,71 +238,56 @@ class DivergenceGuard(TrainerCallback):
             control.should_save = False
 
 
-def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest ``checkpoint-N`` in ``output_dir`` that finished saving (half-written ones are ignored)."""
-    found = []
-    for path in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-        match = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", path.name)
-        if match and (path / COMPLETE_MARKER).exists():
-            found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
+def trainer_args(cfg: PretrainConfig, out: Path) -> PretrainConfig:
+    """What Trainer is given: the resolved settings in ``out``; with max_time, the clock ends training (max_steps
+    only if set) and fractional eval/save points are fractions of the time, so Trainer's step-based ones are off.
+    These mechanics never reach run.json, which records the settings."""
+    changes: dict[str, Any] = {"output_dir": str(out)}
+    if cfg.max_time is not None:
+        changes["max_steps"] = cfg.max_steps if cfg.max_steps > 0 else UNBOUNDED_STEPS
+        if time_fraction(cfg.eval_steps):
+            changes["eval_strategy"] = "no"
+        if time_fraction(cfg.save_steps):
+            changes["save_strategy"] = "no"
+    return cfg.updated(**changes)
 
 
-def checkpoint_marker(checkpoint: str | Path) -> dict[str, Any]:
-    """What a checkpoint recorded when it completed: its step, the training and wall seconds of the run so far, its
-    time budget and the run's layout."""
-    path = Path(checkpoint) / COMPLETE_MARKER
+@contextmanager
+def tensorboard_dir(logging_dir: str | None):
+    """Point transformers' TensorBoardCallback (which reads TENSORBOARD_LOGGING_DIR when built) at logging_dir."""
+    previous = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    if logging_dir is not None:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = logging_dir
     try:
-        marker = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} cannot be read ({err}); resume from another checkpoint-N folder.") from None
-    if not isinstance(marker, dict) or not isinstance(marker.get("step"), int):
-        raise ValueError(f"{path} is not a tinypretrain checkpoint record; resume from another checkpoint-N folder.")
-    missing = [key for key in ("train_seconds", "wall_seconds", "layout") if key not in marker]
-    if missing:
-        raise ValueError(f"{path} was written by an older tinypretrain (no {missing[0]!r}); resume it with that "
-                         "version, or start the run again.")
-    return marker
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = previous
 
 
-def check_resume_matches(checkpoint: str | Path, layout: dict[str, Any]) -> None:
-    """Refuse to resume a checkpoint whose model, tokenizer or batch layout differs from this run's, naming each
-    difference (training on would silently change the run, or fail deep inside loading the weights)."""
-    recorded = checkpoint_marker(checkpoint).get("layout") or {}
-    changed = [f"{k}: {recorded[k]!r} -> {v!r}" for k, v in layout.items() if k in recorded and recorded[k] != v]
-    if changed:
-        raise ValueError(
-            f"{checkpoint} was trained with other settings ({'; '.join(changed)}). Resume with the same settings, "
-            "or pass allow_resume_changes=true to continue anyway."
+def build_trainer(cfg: PretrainConfig, out: Path, model: PreTrainedModel, tokenizer: Any, train_rows: Any,
+                  eval_texts: list[str], clock: TrainingClock, budget_s: float | None, agreement: RankAgreement,
+                  layout: dict[str, Any], callbacks: list[TrainerCallback]) -> PretrainTrainer:
+    """The run's ``PretrainTrainer``: the resolved settings, the rows and the collator their packing needs, and with a
+    time budget the callbacks that stop by the clock and fit evaluations and saves into their share of it."""
+    allowance = overhead_allowance(cfg, clock, budget_s)
+    with tensorboard_dir(cfg.logging_dir):
+        return PretrainTrainer(
+            model=model,
+            args=trainer_args(cfg, out),
+            train_dataset=train_rows,
+            eval_dataset=Dataset.from_dict({"text": eval_texts}),
+            data_collator=causal_collator(
+                tokenizer,  # pads with the tokenizer's pad id, else its EOS
+                document_eos_token_id=tokenizer.eos_token_id if cfg.packing == "pack_documents" else None,
+            ),
+            processing_class=tokenizer,
+            callbacks=[*callbacks, *budget_callbacks(cfg, clock, budget_s, allowance, agreement)],
+            loss_chunk_size=cfg.loss_chunk_size,
+            clock=clock,
+            budget_s=budget_s,
+            layout=layout,
+            allowance=allowance,
         )
-
-
-def check_checkpoint(checkpoint: Path) -> None:
-    """Fail early, with the fix, on a checkpoint Trainer could not load (rather than deep inside train())."""
-    from safetensors import SafetensorError, safe_open
-
-    hint = "Delete it to resume from an earlier checkpoint, or start without resume_from_checkpoint."
-    for name in ("trainer_state.json", "model.safetensors", "optimizer.pt"):
-        if not (checkpoint / name).exists():
-            raise ValueError(f"{checkpoint} is not a usable checkpoint: {name} is missing. {hint}")
-    try:
-        json.loads((checkpoint / "trainer_state.json").read_text())
-        with safe_open(checkpoint / "model.safetensors", framework="pt") as weights:
-            next(iter(weights.keys()))
-    except (json.JSONDecodeError, SafetensorError, StopIteration, OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"{checkpoint} is corrupt ({type(err).__name__}: {err}). {hint}") from None
-
-
-def load_finished(trainer: Trainer, checkpoint: str | Path) -> TrainOutput:
-    """Put ``trainer`` in the state of a checkpoint taken at the end of its run (weights and TrainerState), for a
-    resume that has nothing left to train."""
-    from safetensors.torch import load_file
-
-    weights = load_file(Path(checkpoint) / "model.safetensors")
-    missing, unexpected = trainer.model.load_state_dict(weights, strict=False)
-    tied = {"lm_head.weight"} if trainer.model.config.tie_word_embeddings else set()
-    if set(missing) - tied or unexpected:
-        raise ValueError(f"{checkpoint} does not hold this model's weights (missing {missing}, unexpected {unexpected}).")
-    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return TrainOutput(trainer.state.global_step, sum(losses) / len(losses) if losses else float("nan"), {})

@@ -10,8 +10,9 @@ from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from .hub import looks_local, require_hub
-from .io import atomic_dir, check_replaceable
+from ..utils.hub import looks_local, require_hub
+from ..utils.io import atomic_dir, check_replaceable
+from .load import load_text_dataset
 
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 
@@ -49,8 +50,8 @@ def _iter_texts(source: Iterable[str] | Dataset | str | Path, text_column: str) 
     if isinstance(source, Dataset):
         yield from source[text_column]
     elif isinstance(source, (str, Path)):
-        from .load import load_text_dataset  # a path: read it the way training will
 
+        # a path: read it the way training will
         yield from load_text_dataset(source, "train", text_column=text_column)[text_column]
     else:
         for text in source:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
+import resource
 import shlex
 import shutil
 import sys
@@ -15,17 +15,19 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, Trainer
 
-from .data import token_fingerprint
-from .evaluate import STORY_METRICS
-from .generate import generate
-from .io import atomic_write_bytes, atomic_write_json, atomic_write_text, open_file_mode
-from .model import count_parameters
-from .pretrain_config import PretrainConfig
-from .run_data import RunTexts
-from .settings import NOT_REPRODUCED
-from .version import __version__
+from ..config.pretrain import PretrainConfig
+from ..config.settings import NOT_REPRODUCED
+from ..data.pack import token_fingerprint
+from ..data.prepare import RunTexts
+from ..model.build import count_parameters
+from ..model.evaluate import STORY_METRICS
+from ..model.generate import generate
+from ..utils.figures import new_axes, save_figure
+from ..utils.io import atomic_write_json, atomic_write_text, open_file_mode
+from ..version import __version__
 
-FIGURE_SOFTWARE = "tinypretrain"  # in every PNG we write, so a figure we may replace can be told from a user's file
+# The layout of run.json; a folder whose record has another is refused with one message (train/card.py: read_run).
+RECORD_FORMAT = 1
 SAMPLE_PROMPTS = ("", "Once upon a time", "One day, a little girl named Lily", "Tom and his dog")
 
 
@@ -97,33 +99,10 @@ def write_samples(
     return [{"prompt": p, "story": s} for p, s in zip(prompts, stories)]
 
 
-def new_axes(ncols: int = 1) -> tuple[Any, Any]:
-    """A figure and ``ncols`` axes side by side, drawn off-screen (no display needed), for ``save_figure``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(ncols=ncols, figsize=(7 * ncols, 4))
 
 
-def save_figure(fig: Any, path: Path) -> None:
-    """Write a matplotlib figure as a PNG atomically, and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=100, metadata={"Software": FIGURE_SOFTWARE})
-    plt.close(fig)
-    atomic_write_bytes(path, png.getvalue())
 
 
-def is_our_figure(path: Path) -> bool:
-    """Whether ``path`` is a PNG that ``save_figure`` wrote (so it may be replaced): the PNG signature and our
-    Software text chunk, not merely the word "tinypretrain" (a model card holds that too)."""
-    with path.open("rb") as handle:
-        head = handle.read(4096)
-    return head.startswith(b"\x89PNG\r\n\x1a\n") and b"Software\x00" + FIGURE_SOFTWARE.encode() in head
 
 
 def plot_losses(history: list[dict[str, Any]], path: Path) -> None:
@@ -164,7 +143,7 @@ def write_run_record(
     the run's description), metrics.jsonl (every log line) and loss.png."""
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     plot_losses(history, out / "loss.png")
-    record = {**settings, "versions": versions(), "metrics": metrics, "run": description}
+    record = {"format": RECORD_FORMAT, **settings, "versions": versions(), "metrics": metrics, "run": description}
     atomic_write_json(out / "run.json", record)
 
 
@@ -217,3 +196,9 @@ def _flag_text(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
     return [str(value)]
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from .pretrain_config import PretrainConfig
+from ..utils.tables import text_table
+from .pretrain import PretrainConfig
 
 # The default step on CUDA: the 64x512 shape of the H200 measurements in benchmarks/RESULTS.md (smaller steps leave
 # the GPU waiting on Python); on CPU, 8 blocks per step reached the seed's loss fastest.
@@ -51,14 +52,9 @@ def resolve_settings(cfg: PretrainConfig) -> PretrainConfig:
 
 def settings_table(cfg: PretrainConfig) -> str:
     """One line per field: its name, resolved value and source, aligned (``train --print_config``)."""
-    values = cfg.to_fields()
-    width = max(map(len, values))
-    shown = {name: json.dumps(value, default=str) for name, value in values.items()}
-    value_width = min(40, max(map(len, shown.values())))
-    lines = [f"{'field':<{width}}  {'value':<{value_width}}  source"]
-    lines += [f"{name:<{width}}  {text:<{value_width}}  {cfg.sources.get(name, 'default')}"
-              for name, text in shown.items()]
-    return "\n".join(lines)
+    rows = [{"field": name, "value": json.dumps(value, default=str), "source": cfg.sources.get(name, "default")}
+            for name, value in cfg.to_fields().items()]
+    return text_table(rows, ("field", "value", "source")).rstrip("\n")
 
 
 def training_settings(cfg: PretrainConfig) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 from typing import Any
 
 from transformers import LlamaConfig
@@ -143,3 +146,20 @@ def make_llama_config(
         args["max_position_embeddings"],
     )
     return LlamaConfig(intermediate_size=intermediate_size, **args, **overrides)
+
+
+@functools.cache
+def _model_fields() -> frozenset[str]:
+    llama = LlamaConfig()
+    accepted = (*llama.to_dict(), *inspect.signature(LlamaConfig.__init__).parameters, *(llama.rope_parameters or {}))
+    return frozenset(accepted) | frozenset(inspect.signature(make_llama_config).parameters)
+
+
+def unknown_model_fields(overrides: dict[str, Any]) -> list[str]:
+    """One problem per key of ``overrides`` that is no model field, with the closest field if one is near."""
+    problems = []
+    for key in sorted(set(overrides) - _model_fields()):
+        close = difflib.get_close_matches(key, sorted(_model_fields()), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else " (see make_llama_config and LlamaConfig)"
+        problems.append(f"model_overrides key {key!r} is not a model field{hint}")
+    return problems

@@ -8,7 +8,26 @@ from typing import Any
 
 import torch
 
-from .collate import causal_collator
+from ..data.collate import causal_collator
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How stories are sampled unless told otherwise, in one place: ``generate``, ``continue_prompts``, the
+    ``generate`` command, a run's samples.md and its card's loading snippet (the seed's settings, plus top_p)."""
+
+    max_new_tokens: int = 200
+    top_k: int = 40
+    top_p: float = 0.95
+    temperature: float = 0.8
+
+    def as_kwargs(self) -> str:
+        """These settings as keyword arguments of ``model.generate``, for code snippets."""
+        return (f"max_new_tokens={self.max_new_tokens}, do_sample=True, top_k={self.top_k}, top_p={self.top_p}, "
+                f"temperature={self.temperature}")
+
+
+SAMPLING = Sampling()
 
 
 @dataclass(frozen=True)
@@ -24,15 +43,15 @@ def generate(
     tokenizer: Any,
     prompts: str | Sequence[str],
     *,
-    max_new_tokens: int = 200,
-    top_k: int = 40,
-    top_p: float = 0.95,
-    temperature: float = 0.8,
+    max_new_tokens: int = SAMPLING.max_new_tokens,
+    top_k: int = SAMPLING.top_k,
+    top_p: float = SAMPLING.top_p,
+    temperature: float = SAMPLING.temperature,
     do_sample: bool = True,
     seed: int | None = None,
     prepend_eos: bool = True,
 ) -> list[str]:
-    """Continue each prompt (prompt + continuation, as strings), stopping at EOS; the seed's sampling defaults.
+    """Continue each prompt (prompt + continuation, as strings), stopping at EOS; sampled as ``SAMPLING`` says unless told otherwise.
 
     Prompts are left-padded into one batch so every row ends where generation starts. ``prepend_eos`` starts
     each prompt after an EOS, the story boundary that packed training streams contain, so an empty prompt
@@ -52,10 +71,10 @@ def continue_prompts(
     tokenizer: Any,
     prompts: Sequence[str],
     *,
-    max_new_tokens: int = 200,
-    top_k: int = 40,
-    top_p: float = 0.95,
-    temperature: float = 0.8,
+    max_new_tokens: int = SAMPLING.max_new_tokens,
+    top_k: int = SAMPLING.top_k,
+    top_p: float = SAMPLING.top_p,
+    temperature: float = SAMPLING.temperature,
     do_sample: bool = True,
     seed: int | None = None,
     prepend_eos: bool = True,

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, Features, List, Value
 
-from .memory import cache_files, release_mapped_pages
+from ..utils.memory import cache_files, release_mapped_pages
 
 
 # -------------------------------------------------------------------------------------------------------- tokenizing
@@ -85,6 +85,19 @@ def _token_stream(sequences: Sequence[Sequence[int]] | pa.Array | pa.ChunkedArra
     return np.insert(flat, np.cumsum(lengths), eos_token_id) if eos_token_id is not None else flat
 
 
+def _blocks(streams: Iterable[np.ndarray], block_size: int) -> Iterator[np.ndarray]:
+    """The one packer: token streams, read in order as one, cut into ``[n, block_size]`` arrays as they come; the
+    tokens left over from one stream start the next block, and only the final partial block is dropped."""
+    if block_size < 2:
+        raise ValueError(f"block_size must be >= 2, got {block_size}.")
+    carry = np.empty(0, dtype=np.int64)
+    for stream in streams:
+        stream = np.concatenate([carry, stream]).astype(np.int64, copy=False)
+        n_blocks = len(stream) // block_size
+        yield stream[: n_blocks * block_size].reshape(n_blocks, block_size)
+        carry = stream[n_blocks * block_size :]
+
+
 def pack_sequences(
     sequences: Sequence[Sequence[int]] | pa.Array | pa.ChunkedArray,
     block_size: int,
@@ -98,11 +111,8 @@ def pack_sequences(
     when sequences already end with EOS, as ``tokenize_truncate`` makes them). The remainder, the final
     ``total % block_size`` (< block_size) tokens of the stream, is dropped.
     """
-    if block_size < 2:
-        raise ValueError(f"block_size must be >= 2, got {block_size}.")
-    flat = _token_stream(sequences, eos_token_id)
-    n_blocks = len(flat) // block_size
-    return flat[: n_blocks * block_size].astype(np.int64, copy=False).reshape(n_blocks, block_size)
+    return np.concatenate([np.empty((0, block_size), np.int64), *_blocks([_token_stream(sequences, eos_token_id)],
+                                                                          block_size)])
 
 
 def pack_stream(batches: Iterable[Sequence[Sequence[int]]], block_size: int) -> Iterator[np.ndarray]:
@@ -111,14 +121,8 @@ def pack_stream(batches: Iterable[Sequence[Sequence[int]]], block_size: int) -> 
     The streaming twin of ``pack_sequences``: tokens left over from one batch start the next block, so the
     output equals ``pack_sequences`` of everything concatenated. Only the stream's final partial block is dropped.
     """
-    if block_size < 2:
-        raise ValueError(f"block_size must be >= 2, got {block_size}.")
-    carry = np.empty(0, dtype=np.int64)
-    for batch in batches:
-        stream = np.concatenate([carry, _flatten(batch)[0]])
-        n_blocks = len(stream) // block_size
-        yield from stream[: n_blocks * block_size].reshape(n_blocks, block_size)
-        carry = stream[n_blocks * block_size :]
+    for blocks in _blocks((_flatten(batch)[0] for batch in batches), block_size):
+        yield from blocks
 
 
 def pack_dataset(
@@ -160,15 +164,16 @@ def _column_chunks(ds: Dataset, column: str, chunk_rows: int) -> Iterator[pa.Arr
 def _packed_rows(
     ds: Dataset, block_size: int, column: str, eos_token_id: int | None, chunk_rows: int
 ) -> Iterator[dict[str, np.ndarray]]:
-    carry = np.empty(0, dtype=np.int64)
     files = cache_files(ds)
-    for chunk in _column_chunks(ds, column, chunk_rows):
-        stream = np.concatenate([carry, _token_stream(chunk, eos_token_id)])
-        release_mapped_pages(files)
-        n_blocks = len(stream) // block_size
-        for block in stream[: n_blocks * block_size].reshape(n_blocks, block_size):
+
+    def streams() -> Iterator[np.ndarray]:
+        for chunk in _column_chunks(ds, column, chunk_rows):
+            yield _token_stream(chunk, eos_token_id)
+            release_mapped_pages(files)
+
+    for blocks in _blocks(streams(), block_size):
+        for block in blocks:
             yield {"input_ids": block.astype(np.int32)}
-        carry = stream[n_blocks * block_size :]
 
 
 def token_fingerprint(ds: Dataset, column: str = "input_ids", chunk_rows: int = 20_000) -> tuple[int, str]:

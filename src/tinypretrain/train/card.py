@@ -11,8 +11,12 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .io import atomic_write_text
-from .pretrain_config import is_license_id
+from ..config.pretrain import is_license_id
+from ..model.generate import SAMPLING
+from ..utils.io import atomic_write_text
+from ..utils.tables import markdown_table
+from ..version import __version__
+from .records import RECORD_FORMAT
 
 # run.json metric -> (model-index metric type, label)
 INDEXED_METRICS = {
@@ -55,10 +59,15 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}); it was not written by a finished run.") from None
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        written_by = (record.get("versions") or {}).get("tinypretrain", "another version") if isinstance(
+            record, dict) else "another program"
+        raise ValueError(f"{path} was written by tinypretrain {written_by}, in a record format this version "
+                         f"({__version__}) does not read; retrain the run, or read it with the version that wrote it.")
     missing = [key for key in ("config", "metrics", "run", "compute") if key not in record]
     if missing:
-        raise ValueError(f"{path} has no {missing[0]!r} section, so it is not the record of a finished run of this "
-                         "tinypretrain; retrain to get one.")
+        raise ValueError(f"{path} has no {missing[0]!r} section: it was changed after the run; retrain to get a "
+                         "whole record.")
     return record
 
 
@@ -137,31 +146,21 @@ def refresh_model_card(run_dir: str | Path, repo_id: str | None = None) -> bool:
 
 
 def _table(rows: list[tuple[str, Any]], head: tuple[str, str]) -> str:
-    return "\n".join([f"| {head[0]} | {head[1]} |", "|---|---|", *(f"| {k} | {_fmt(v)} |" for k, v in rows)])
+    return markdown_table([{"name": k, "value": v} for k, v in rows], ("name", "value"), head).rstrip("\n")
 
 
 def _quote(text: str) -> str:
     return "\n".join(f"> {line}" for line in text.splitlines() or [""])
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
-
-
 def _sections(name: str, model_id: str, record: dict[str, Any]) -> list[str]:
     cfg, metrics, run, versions = record["config"], record["metrics"], record["run"], record["versions"]
     compute = record["compute"]
     model, data, params = cfg["model_config"], run["data"], run["parameters"]
-    story = [(f"`{k}`", metrics[k], meaning) for k, meaning in STORY_METRIC_MEANINGS.items() if k in metrics]
-    story_table = "\n".join(
-        [
-            "| metric | value | fraction of / meaning |",
-            "|---|---|---|",
-            *(f"| {k} | {_fmt(v)} | {m} |" for k, v, m in story),
-        ]
-    )
+    story = [{"metric": f"`{k}`", "value": metrics[k], "meaning": meaning}
+             for k, meaning in STORY_METRIC_MEANINGS.items() if k in metrics]
+    story_table = markdown_table(story, ("metric", "value", "meaning"),
+                                 ("metric", "value", "fraction of / meaning")).rstrip("\n")
     samples = "\n\n".join(f"**Prompt:** {s['prompt']!r}\n\n{_quote(s['story'])}" for s in run.get("samples", [])[:3])
     tokens = data["train_tokens"]
     schedule = cfg["lr_scheduler_type"] + (
@@ -255,7 +254,7 @@ def _sections(name: str, model_id: str, record: dict[str, Any]) -> list[str]:
         "model = AutoModelForCausalLM.from_pretrained(model_id)\n"
         "# Stories start after an EOS, as in training.\n"
         'prompt = tokenizer(tokenizer.eos_token + "Once upon a time", return_tensors="pt", add_special_tokens=False)\n'
-        "out = model.generate(**prompt, max_new_tokens=200, do_sample=True, top_k=40, temperature=0.8)\n"
+        f"out = model.generate(**prompt, {SAMPLING.as_kwargs()})\n"
         "print(tokenizer.decode(out[0], skip_special_tokens=True))\n```",
         f"## Reproduce\n\n```bash\npip install tinypretrain=={versions['tinypretrain']}\n{run['command']}\n```\n\n"
         + "Versions: "

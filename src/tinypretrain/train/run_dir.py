@@ -3,6 +3,7 @@ tinypretrain did not write."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import fnmatch
 import json
@@ -12,15 +13,15 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
+from ..utils.io import atomic_write_text
 from .card import is_unedited_card
-from .io import atomic_write_text
-from .trainer import last_complete_checkpoint
+from .checkpoint import last_complete_checkpoint
 
 LOCK = ".tinypretrain.lock"
 OWNER = ".tinypretrain.lock.owner"  # who holds the lock, for messages only
@@ -39,6 +40,32 @@ def run_folder(output_dir: str | None, state: PartialState) -> Path:
     if state.num_processes > 1:
         name = broadcast_object_list([name], from_process=0)[0]
     return Path(name).expanduser()
+
+
+@contextmanager
+def claimed(out: Path, *, main: bool) -> Iterator[None]:
+    """The run's hold on ``out`` for the block: the main process locks it; if the run fails with no checkpoint to
+    keep, an earlier run it was replacing is put back; a full disk is named with the way to go on."""
+    with locked(out) if main else nullcontext():
+        finished = False
+        try:
+            yield
+            finished = True
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            # The write that failed may be elsewhere (the datasets cache); name its disk when the error says.
+            failed = Path(err.filename or out).resolve()
+            where = next(p for p in (failed, *failed.parents) if p.exists())
+            raise OSError(
+                errno.ENOSPC,
+                f"The disk holding {where} is full ({shutil.disk_usage(where).free // 2**20} MiB free). The last "
+                f"complete checkpoint is {last_complete_checkpoint(out)}: free space, then resume with "
+                "--resume_from_checkpoint true",
+            ) from None
+        finally:
+            if not finished and main and last_complete_checkpoint(out) is None:
+                undo_replacement(out)  # the new run failed with nothing to keep: put the old one back
 
 
 def _is_run_file(name: str) -> bool:

@@ -1,0 +1,93 @@
+"""Building models from configs and counting their parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel
+
+from ..config.llama import DEFAULT_CONTEXT, PRESETS, make_llama_config
+from ..config.pretrain import PretrainConfig
+from .init import InitName, init_model
+
+
+def build_model(config: LlamaConfig, *, init: InitName = "normal", seed: int | None = None) -> PreTrainedModel:
+    """A fresh ``LlamaForCausalLM`` (fp32) with the chosen init applied deterministically from ``seed``."""
+    model = AutoModelForCausalLM.from_config(config)
+    return init_model(model, init, seed=seed)
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """Parameter totals by role and their size in bytes, plus one ``(name, shape, count)`` row per parameter tensor.
+    ``body`` is the non-embedding count (neither input embeddings nor lm_head), the one scaling laws use."""
+
+    total: int
+    embeddings: int
+    lm_head: int
+    body: int
+    bytes: int
+    table: list[tuple[str, tuple[int, ...], int]] = field(repr=False)
+
+    def summary(self) -> str:
+        """One line: the total, the non-embedding part, the embeddings and lm_head, and the bytes they take."""
+        return (f"{self.total:,} parameters ({self.body:,} non-embedding; embeddings {self.embeddings:,}, lm_head "
+                f"{self.lm_head:,}), {self.bytes / 2**20:.1f} MiB")
+
+    def describe(self, verbose: bool) -> str:
+        """The summary line, or with ``verbose`` the per-tensor table above it."""
+        return str(self) if verbose else self.summary()
+
+    def __str__(self) -> str:
+        width = max(len(name) for name, _, _ in self.table)
+        rows = [f"{'parameter':<{width}}  {'shape':>14}  {'count':>12}"]
+        rows += [f"{name:<{width}}  {str(tuple(shape)):>14}  {n:>12,}" for name, shape, n in self.table]
+        rows.append(self.summary())
+        return "\n".join(rows)
+
+
+def count_parameters(model: nn.Module) -> ParameterCount:
+    """Count parameters by role: input embeddings, lm_head (0 when tied), and the transformer body.
+
+    Shared (tied) tensors are counted once, so ``total`` and ``bytes`` are what is stored on disk.
+    """
+    table = []
+    embeddings = lm_head = size = 0
+    for name, param in model.named_parameters():  # named_parameters already skips tied duplicates
+        n = param.numel()
+        table.append((name, tuple(param.shape), n))
+        size += n * param.element_size()
+        if "embed_tokens" in name:
+            embeddings += n
+        elif name.startswith("lm_head"):
+            lm_head += n
+    total = sum(n for _, _, n in table)
+    return ParameterCount(total, embeddings, lm_head, total - embeddings - lm_head, size, table)
+
+
+def model_config_for(cfg: PretrainConfig, tokenizer: Any) -> LlamaConfig:
+    """The run's model shape: its preset and overrides, embeddings sized to the tokenizer, the tokenizer's special
+    ids, and a context that fits ``max_length``."""
+    shape = {"preset": cfg.preset, **cfg.model_overrides}
+    shape.setdefault("vocab_size", -(-len(tokenizer) // 64) * 64)  # embeddings sized to the tokenizer
+    # The preset's context (2048 unless it says otherwise), so long stories can be evaluated and generated.
+    context = PRESETS[cfg.preset].get("max_position_embeddings", DEFAULT_CONTEXT)
+    shape.setdefault("max_position_embeddings", max(cfg.max_length, context))
+    config = make_llama_config(
+        **shape,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}; "
+            "raise vocab_size in model_overrides (or drop it to match the tokenizer)."
+        )
+    if cfg.max_length > config.max_position_embeddings:
+        raise ValueError(
+            f"max_length={cfg.max_length} exceeds max_position_embeddings={config.max_position_embeddings}."
+        )
+    return config
