@@ -13,6 +13,7 @@ from seed_recipe import seed_model, seed_tokenize, seed_tokenizer, seed_trainer,
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback
 
 import tinypretrain as tp
+from tinypretrain.utils.tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "tinystories"
@@ -129,17 +130,8 @@ def machine() -> dict[str, Any]:
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}"
-        return "-" if v is None else str(v)
-
-    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in cells:
-        print("| " + " | ".join(v.rjust(w) for v, w in zip(row, widths)) + " |")
+    """Print ``rows`` as the markdown table RESULTS.md quotes (tinypretrain's one table writer)."""
+    print(markdown_table(rows, columns), end="", flush=True)
 
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 # The evidence behind the budget defaults (benchmarks/RESULTS.md, section 5), as run on 2026-12-01: every number
 # there comes from one of these commands. Run from the repository root on an idle machine; ~1 h 15 min on 2 cores.
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'; exit 0 ;; esac
 cd "$(dirname "$0")"
 SPLIT=${SPLIT:-/tmp/ts-select}   # train.txt minus its last 500 stories; validation = those 500 (never valid.txt)
 W="lr_scheduler_type=warmup_stable_decay"

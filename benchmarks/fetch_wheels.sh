@@ -2,6 +2,7 @@
 # Download, on a machine with PyPI access, the wheels benchmarks/gpu.sh needs on an offline GPU machine whose image
 # has torch/transformers/accelerate but not `datasets` (Python 3.12, x86-64). Writes them to ${WHEELS:-.whl}.
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 dest="${WHEELS:-.whl}"
 mkdir -p "$dest"

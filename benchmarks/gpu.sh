@@ -6,6 +6,7 @@
 # benchmarks/fetch_wheels.sh downloads beforehand. TOKENIZER skips training the 32k BPE on DATA (~20 s).
 # Results land in ${OUT:-benchmarks/results}/gpu-*. DEVICE=cpu QUICK=1 smoke-tests the script on a CPU.
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,/^set /p' "$0" | sed -n 's/^# \{0,1\}//p'; exit 0 ;; esac
 deadline=$((SECONDS + ${BUDGET_S:-345}))
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=true HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1

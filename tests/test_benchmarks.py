@@ -1,0 +1,49 @@
+"""The benchmarks stay usable: every script answers --help on its own, the helpers live in one module, and every
+section of RESULTS.md names the command that produced it."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+HELPER_MODULES = {"_common.py", "seed_recipe.py"}  # the shared helpers, and the seed's own code ported
+
+
+def _scripts() -> list[Path]:
+    return sorted(p for p in BENCHMARKS.iterdir() if p.suffix in (".py", ".sh") and p.name not in HELPER_MODULES)
+
+
+@pytest.mark.slow  # starts one Python (torch, transformers) per script
+def test_every_benchmark_script_answers_help_on_its_own():
+    runs = {}
+    for script in _scripts():
+        command = [sys.executable] if script.suffix == ".py" else ["bash"]
+        runs[script.name] = subprocess.Popen([*command, str(script), "--help"], cwd=BENCHMARKS.parent,
+                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for name, proc in runs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{name} --help: {err[-500:]}"
+        assert len(out.strip().splitlines()) >= 2, f"{name} --help says too little: {out!r}"
+        if name.endswith(".py"):
+            assert out.startswith("usage: "), name
+
+
+def test_scripts_share_helpers_instead_of_repeating_them():
+    for script in _scripts():
+        text = script.read_text(encoding="utf-8")
+        assert "def print_table" not in text and "def machine" not in text, f"{script.name}: use _common"
+    assert set(HELPER_MODULES) <= {p.name for p in BENCHMARKS.iterdir()}
+
+
+def test_every_results_section_names_its_script_and_command():
+    text = (BENCHMARKS / "RESULTS.md").read_text(encoding="utf-8")
+    sections = re.split(r"\n(?=## )", text)[1:]
+    assert len(sections) >= 9
+    command = re.compile(r"`(?:python (?:benchmarks/)?\w+\.py|bash benchmarks/\w+\.sh|(?:[A-Z_]+=\S+ )+bash "
+                         r"benchmarks/\w+\.sh|tinypretrain \w+)[^`]*`")
+    for section in sections:
+        title = section.splitlines()[0]
+        assert command.search(section), f"RESULTS.md {title!r} names no command that produced it"
