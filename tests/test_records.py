@@ -84,12 +84,12 @@ def test_overwrite_keeps_a_card_the_user_edited(tmp_path, caplog):
 SLOW_FINISH = """
 import pathlib, sys, time
 import tinypretrain.train.run as train
-finish = train._finish
+finish = train._record
 def slow_finish(*args, **kwargs):
     pathlib.Path(sys.argv[1]).write_text("finishing")
     time.sleep(3)
     return finish(*args, **kwargs)
-train._finish = slow_finish
+train._record = slow_finish
 from tinypretrain.cli import main
 sys.exit(main(sys.argv[2:]))
 """

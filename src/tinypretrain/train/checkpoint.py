@@ -12,9 +12,19 @@ from transformers import LlamaConfig, Trainer, TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from ..config.pretrain import PretrainConfig
+from ..utils.io import atomic_write_json
 from .budget import TrainingClock
 
 COMPLETE_MARKER = "tinypretrain_complete"  # written last into a checkpoint; resume trusts only marked ones
+
+
+def mark_complete(output_dir: str | Path, step: int, clock: TrainingClock, budget_s: float | None,
+                  layout: dict[str, Any]) -> None:
+    """Mark ``checkpoint-<step>`` complete, last of all its files: resume trusts only marked checkpoints. The marker
+    holds what a resume needs: the step, the clock's training and wall seconds, the time budget and the layout."""
+    marker = {"step": step, "train_seconds": clock.seconds(), "wall_seconds": clock.wall_seconds(),
+              "budget_s": budget_s, "layout": layout}
+    atomic_write_json(Path(output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}" / COMPLETE_MARKER, marker)
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> Path | None:

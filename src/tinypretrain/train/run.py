@@ -117,12 +117,12 @@ def run(cfg: PretrainConfig, out: Path, state: PartialState, callbacks: list[Tra
             "true to write the final model"
         )
         # Records: the final evaluation, model, samples, run.json and card.
-        result = _finish(cfg, out, state, trainer, train_output, tokenizer, texts, train_rows)
+        result = _record(cfg, out, state, trainer, train_output, tokenizer, texts, train_rows)
     stop_on_signal.raise_if_received_late(trainer.state.global_step, out)
     return result
 
 
-def _finish(cfg: PretrainConfig, out: Path, state: PartialState, trainer: PretrainTrainer, train_output: Any,
+def _record(cfg: PretrainConfig, out: Path, state: PartialState, trainer: PretrainTrainer, train_output: Any,
             tokenizer: Any, texts: Any, train_rows: Any) -> PretrainResult:
     """The final evaluation, model, samples, run.json and card."""
     model = trainer.model

@@ -1,5 +1,5 @@
-"""The Trainer subclass, its callbacks and the checkpoint rules: per-story evaluation, an optional chunked loss,
-sync-free token counting, and checkpoints that are complete, finite and resumable."""
+"""The Trainer subclass and how a run builds it: per-story evaluation, an optional chunked loss, sync-free token
+counting, Muon, finite checkpoints, and a guard that stops at the first NaN/inf loss."""
 
 from __future__ import annotations
 
@@ -14,14 +14,12 @@ from typing import Any
 import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..config.pretrain import PretrainConfig
 from ..data.collate import causal_collator
 from ..model.evaluate import STORY_METRICS, EvaluationOverTime, evaluate, story_quality
 from ..model.loss import causal_lm_loss
 from ..model.optim import MuonWithAdamW
-from ..utils.io import atomic_write_json
 from .budget import (
     OverheadAllowance,
     TrainingClock,
@@ -30,7 +28,7 @@ from .budget import (
     schedule_factor,
     time_fraction,
 )
-from .checkpoint import COMPLETE_MARKER
+from .checkpoint import mark_complete
 from .signals import RankAgreement
 
 UNBOUNDED_STEPS = 10**9  # what Trainer is told of a time-budgeted run's steps (the clock stops it); never recorded
@@ -207,10 +205,7 @@ class _CheckpointRules(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         clock = self.trainer.clock
         if args.should_save:
-            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            marker = {"step": state.global_step, "train_seconds": clock.seconds(), "wall_seconds": clock.wall_seconds(),
-                      "budget_s": self.trainer.budget_s, "layout": self.trainer.layout}
-            atomic_write_json(folder / COMPLETE_MARKER, marker)  # resume trusts a checkpoint only once this exists
+            mark_complete(args.output_dir, state.global_step, clock, self.trainer.budget_s, self.trainer.layout)
         clock.resume()  # paused in on_step_end
         if self.trainer.allowance is not None and self.trainer.training:
             self.trainer.allowance.cost["save"] = time.perf_counter() - self._save_started

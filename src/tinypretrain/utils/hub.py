@@ -1,6 +1,6 @@
 """Hub access that fails fast and says what to do (offline, a hub name costs seconds of retries before a vague
-error, and a recipe may name hub data the user never typed), and pushing a finished run to the hub. Reachability and
-existence are asked of huggingface_hub itself, and its own errors are turned into one line."""
+error, and a recipe may name hub data the user never typed). Reachability and existence are asked of huggingface_hub
+itself, and its own errors are turned into one line."""
 
 from __future__ import annotations
 
