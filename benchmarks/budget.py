@@ -28,7 +28,8 @@ from transformers import LlamaForCausalLM, TrainerCallback
 
 import tinypretrain as tp
 from tinypretrain.data.load import read_eot_text
-from tinypretrain.train.budget import TrainingClock, schedule_factor
+from tinypretrain.train.budget import schedule_factor
+from tinypretrain.train.clock import TrainingClock
 
 DEFAULT_VARIANTS = ["defaults:"]
 SEED_ONE_EPOCH_BPB = 1.383  # the seed recipe after one epoch of train.txt, in 1,469 s (RESULTS.md, run 7)

@@ -84,10 +84,10 @@ def test_resume_counts_the_time_already_spent(tmp_path):
 
 
 def test_clock_stops_while_paused_and_nests(monkeypatch):
-    from tinypretrain.train.budget import TrainingClock
+    from tinypretrain.train.clock import TrainingClock
 
     now = [100.0]
-    monkeypatch.setattr("tinypretrain.train.budget.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("tinypretrain.train.clock.time.monotonic", lambda: now[0])
     clock = TrainingClock()
     clock.spent_before = 5.0
     clock.start()
@@ -106,8 +106,9 @@ def test_ranks_agree_by_a_tensor_all_reduce_about_twice_a_second(monkeypatch):
     object every step (which cost a host sync and a broadcast per step)."""
     import torch
 
-    from tinypretrain.train import budget, signals
-    from tinypretrain.train.budget import TrainingClock
+    from tinypretrain.train import clock as clock_module
+    from tinypretrain.train import signals
+    from tinypretrain.train.clock import TrainingClock
     from tinypretrain.train.signals import RankAgreement
 
     class TwoRanks:
@@ -122,7 +123,7 @@ def test_ranks_agree_by_a_tensor_all_reduce_about_twice_a_second(monkeypatch):
     now = [0.0]
     monkeypatch.setattr(signals, "PartialState", TwoRanks)
     monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
-    monkeypatch.setattr(budget.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(clock_module.time, "monotonic", lambda: now[0])
     clock = TrainingClock()
     clock.start()
     agreement = RankAgreement(clock)

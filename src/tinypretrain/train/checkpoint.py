@@ -13,7 +13,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from ..config.pretrain import PretrainConfig
 from ..utils.io import atomic_write_json
-from .budget import TrainingClock
+from .clock import TrainingClock
 
 COMPLETE_MARKER = "tinypretrain_complete"  # written last into a checkpoint; resume trusts only marked ones
 

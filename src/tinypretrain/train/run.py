@@ -26,7 +26,6 @@ from ..model.build import build_model, count_parameters, model_config_for
 from ..model.compute import compute_record, flops_per_token
 from ..model.generate import SAMPLING
 from . import run_dir
-from .budget import TrainingClock
 from .card import refresh_model_card
 from .checkpoint import (
     last_complete_checkpoint,
@@ -36,6 +35,7 @@ from .checkpoint import (
     run_layout,
     trained_to_the_end,
 )
+from .clock import TrainingClock
 from .records import describe_run, peak_memory_mb, run_metrics, save_final, write_run_record, write_samples
 from .signals import RankAgreement, StopOnSignal
 from .trainer import DivergenceGuard, PretrainTrainer, build_trainer

@@ -9,13 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from accelerate import PartialState
 from transformers import TrainerCallback
 
-if TYPE_CHECKING:
-    from .budget import TrainingClock
+from .clock import TrainingClock
 
 
 class RankAgreement:

@@ -22,13 +22,13 @@ from ..model.loss import causal_lm_loss
 from ..model.optim import MuonWithAdamW
 from .budget import (
     OverheadAllowance,
-    TrainingClock,
     budget_callbacks,
     overhead_allowance,
     schedule_factor,
     time_fraction,
 )
 from .checkpoint import mark_complete
+from .clock import TrainingClock
 from .signals import RankAgreement
 
 UNBOUNDED_STEPS = 10**9  # what Trainer is told of a time-budgeted run's steps (the clock stops it); never recorded
