@@ -21,8 +21,10 @@ from transformers import HfArgumentParser
 from .config.fields import nullable, read_config_file
 from .config.pretrain import PretrainConfig
 from .config.settings import resolve_settings, settings_table
+from .config.sft import SFTConfig
 from .data.load import load_text_dataset
-from .data.tokenizer import load_tokenizer, train_tokenizer
+from .data.tokenizer import train_tokenizer
+from .model.build import load_model
 from .model.evaluate import evaluate
 from .model.generate import SAMPLING, generate
 from .runs.compare import COLUMNS, compare, group_columns, group_runs, plot_runs
@@ -42,35 +44,13 @@ USAGE_ERROR, BUG = 2, 1
 USER_ERRORS = (ValueError, OSError, TrainingDivergedError, torch.OutOfMemoryError)
 
 
-def _load_model(model_dir: str):
-    from transformers import AutoModelForCausalLM
-
-
-    if not Path(model_dir, "config.json").exists():
-        raise ValueError(f"{model_dir} is not a model folder (no config.json); pass a run's output_dir.")
-    if not any(Path(model_dir).glob("*.safetensors")):
-        raise ValueError(f"{model_dir} holds no safetensors weights (tinypretrain never loads pickled weights); pass "
-                         "a run's output_dir, or save the model with save_pretrained(safe_serialization=True).")
-    tokenizer = load_tokenizer(model_dir)  # first: it names a folder without a tokenizer before the model loads
-    from safetensors import SafetensorError
-
-    # safetensors only, never pickles; no remote code.
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, trust_remote_code=False)
-    except SafetensorError as err:
-        raise ValueError(
-            f"The weights in {model_dir} are damaged ({err}); copy the folder again, or use a checkpoint-N folder of "
-            "the run."
-        ) from None
-    return model, tokenizer
-
-
 _UNSET = object()
 
 
-def _config_parser(prog: str, description: str) -> HfArgumentParser:
-    """Every PretrainConfig field as a flag, plus an optional config file anywhere among them."""
-    parser = HfArgumentParser(PretrainConfig, prog=prog, description=description, allow_abbrev=False)
+def _config_parser(prog: str, description: str, config_class: type[PretrainConfig] = PretrainConfig
+                   ) -> HfArgumentParser:
+    """Every field of ``config_class`` as a flag, plus an optional config file anywhere among them."""
+    parser = HfArgumentParser(config_class, prog=prog, description=description, allow_abbrev=False)
     parser.add_argument("config_file", nargs="?", default=None, help="A YAML/JSON file of fields; flags override it.")
     return parser
 
@@ -78,19 +58,20 @@ def _config_parser(prog: str, description: str) -> HfArgumentParser:
 def _config_from_argv(parser: HfArgumentParser, argv: list[str]) -> tuple[PretrainConfig, argparse.Namespace]:
     """A PretrainConfig from ``[config.yaml] [--field value ...]`` (given: the file's keys, then the flags), and the
     parsed namespace for the command's own flags."""
-    argv, nones = _take_nones(argv)
+    config_class = parser.dataclass_types[0]
+    argv, nones = _take_nones(argv, config_class)
     # argparse fills a namespace attribute only when it is absent: pre-set, a flag not typed keeps _UNSET.
-    names = [f.name for f in dataclasses.fields(PretrainConfig) if f.init]
+    names = [f.name for f in dataclasses.fields(config_class) if f.init]
     namespace, unknown = parser.parse_known_args(argv, namespace=argparse.Namespace(**dict.fromkeys(names, _UNSET)))
     if unknown:
         raise ValueError(_unknown_flags(parser, unknown))
     flags = {**{k: v for k, v in vars(namespace).items() if k in names and v is not _UNSET}, **nones}
     from_file = read_config_file(namespace.config_file) if namespace.config_file else {}
-    cfg = PretrainConfig.from_dict({**from_file, **flags}, source=namespace.config_file or "flags")
+    cfg = config_class.from_dict({**from_file, **flags}, source=namespace.config_file or "flags")
     return cfg, namespace
 
 
-def _take_nones(argv: list[str]) -> tuple[list[str], dict[str, None]]:
+def _take_nones(argv: list[str], config_class: type[PretrainConfig]) -> tuple[list[str], dict[str, None]]:
     """Pull ``--field None`` (or ``null``) out of ``argv`` for fields that accept None, as YAML and Python can:
     HfArgumentParser types an ``int | None`` flag as int, which rejects the word."""
     rest, nones, i = [], {}, 0
@@ -98,8 +79,8 @@ def _take_nones(argv: list[str]) -> tuple[list[str], dict[str, None]]:
         name, eq, value = argv[i].removeprefix("--").partition("=")
         if not eq and i + 1 < len(argv):
             value = argv[i + 1]
-        declared = name in PretrainConfig.__dataclass_fields__
-        if argv[i].startswith("--") and declared and nullable(PretrainConfig, name) and value in ("None", "null"):
+        declared = name in config_class.__dataclass_fields__
+        if argv[i].startswith("--") and declared and nullable(config_class, name) and value in ("None", "null"):
             nones[name] = None
             i += 1 if eq else 2
             continue
@@ -124,6 +105,22 @@ def _train_parser() -> HfArgumentParser:
         "Pretrain a tiny LLaMA. With no arguments: the built-in story corpus, a CPU-sized model, a few minutes. "
         "An optional argument is a YAML/JSON file of these fields; flags override it.",
     )
+    return _with_print_config(parser)
+
+
+def _sft_parser() -> HfArgumentParser:
+    parser = _config_parser(
+        "tinypretrain sft BASE",
+        "Fine-tune BASE (a run folder or a hub id) on TinyStories-Instruct-style instructions into a new run folder: "
+        "prompts of Words, Sentence and Features: Dialogue, then Story:, with the loss on the story only. With no "
+        "dataset: instructions built from the built-in stories. An optional argument is a YAML/JSON file of these "
+        "fields; flags override it.",
+        SFTConfig,
+    )
+    return _with_print_config(parser)
+
+
+def _with_print_config(parser: HfArgumentParser) -> HfArgumentParser:
     parser.add_argument("--print_config", action="store_true",
                         help="Print every resolved setting with its source (explicit, recipe, budget, device, default) "
                         "and exit; nothing is written.")
@@ -135,8 +132,18 @@ def train_config(argv: list[str]) -> PretrainConfig:
     return _config_from_argv(_train_parser(), argv)[0]
 
 
-def _train(argv: list[str]) -> None:
-    cfg, namespace = _config_from_argv(_train_parser(), argv)
+def sft_config(argv: list[str]) -> SFTConfig:
+    """The SFTConfig that ``tinypretrain sft ARGV`` trains with, before the device's choices."""
+    return _config_from_argv(_sft_parser(), _base_as_flag(argv))[0]
+
+
+def _base_as_flag(argv: list[str]) -> list[str]:
+    """``sft BASE ...`` as ``sft --base BASE ...`` (a YAML file after BASE stays the config file)."""
+    return ["--base", argv[0], *argv[1:]] if argv and not argv[0].startswith("-") else argv
+
+
+def _train(argv: list[str], parser: HfArgumentParser) -> None:
+    cfg, namespace = _config_from_argv(parser, argv)
     if namespace.print_config:
         print(settings_table(resolve_settings(cfg)))
         return
@@ -154,7 +161,15 @@ def _train(argv: list[str]) -> None:
         f"wall {m['wall_time_s']:.0f}s, "
         f"of which {m['outside_training_s']:.0f}s outside training (data, evaluations, saves, records)"
     )
+    if isinstance(cfg, SFTConfig):
+        sft = json.loads((result.output_dir / "run.json").read_text(encoding="utf-8"))["sft"]
+        print(f"instruction score on {sft['heldout_prompts']} held-out prompts: {_score(sft['score_before'])} before "
+              f"-> {_score(sft['score_after'])} after")
     print(f"\n{(result.output_dir / 'samples.md').read_text(encoding='utf-8')}")
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
@@ -172,11 +187,11 @@ def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    model, tokenizer = _load_model(args.model_dir)
+    model, tokenizer = load_model(args.model_dir)
     outputs = generate(
         model,
         tokenizer,
-        args.prompt or [""],
+        [prompt.replace("\\n", "\n") for prompt in args.prompt or [""]],  # "\n" typed in a shell is a new line
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_k=args.top_k,
@@ -190,7 +205,7 @@ def _generate(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     if args.max_samples is not None and args.max_samples < 1:
         raise ValueError(f"--max_samples must be >= 1 (or left out to evaluate every text), got {args.max_samples}.")
-    model, tokenizer = _load_model(args.model_dir)
+    model, tokenizer = load_model(args.model_dir)
     ds = load_text_dataset(args.dataset, args.split, text_column=args.text_column)
     if args.max_samples is not None:
         ds = ds.select(range(min(args.max_samples, len(ds))))
@@ -256,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="Show full tracebacks on errors.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("train", help="Pretrain a model (see `tinypretrain train --help`).", add_help=False)
+    sub.add_parser("sft", help="Instruction-tune a trained model (see `tinypretrain sft --help`).", add_help=False)
 
     sw = sub.add_parser(
         "sweep",
@@ -274,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="Sample stories from a trained model.")
     gen.add_argument("model_dir")
-    gen.add_argument("--prompt", action="append", help="Repeat for a batch; default: one empty prompt (a new story).")
+    gen.add_argument("--prompt", action="append",
+                     help="Repeat for a batch; \\n is a new line (sft prompts: 'Words: dog, ball\\nStory:'); default: "
+                     "one empty prompt (a new story).")
     gen.add_argument("--max_new_tokens", type=int, default=SAMPLING.max_new_tokens)
     gen.add_argument("--temperature", type=float, default=SAMPLING.temperature, help="0: greedy.")
     gen.add_argument("--top_k", type=int, default=SAMPLING.top_k, help="0: no top-k cut.")
@@ -322,13 +340,20 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         argv.remove("--debug")
     args, rest = parser.parse_known_args(argv)
-    if args.command not in ("train", "sweep") and rest:
+    if args.command not in ("train", "sft", "sweep") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    handlers = {"train": lambda: _train(rest), "generate": lambda: _generate(args), "eval": lambda: _eval(args)}
-    handlers["tokenizer"] = lambda: _tokenizer_train(args)
-    handlers["sweep"] = lambda: _sweep(args, rest)
-    handlers.update(card=lambda: _card(args), compare=lambda: _compare(args), push=lambda: _push(args))
+    handlers = {
+        "train": lambda: _train(rest, _train_parser()),
+        "sft": lambda: _train(_base_as_flag(rest), _sft_parser()),
+        "sweep": lambda: _sweep(args, rest),
+        "generate": lambda: _generate(args),
+        "eval": lambda: _eval(args),
+        "card": lambda: _card(args),
+        "compare": lambda: _compare(args),
+        "push": lambda: _push(args),
+        "tokenizer": lambda: _tokenizer_train(args),
+    }
     # Until a run takes over the signals (from its first step to its last write), SIGTERM stops like Ctrl-C.
     signal.signal(signal.SIGTERM, _stop)
     try:
@@ -338,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
-        done = " before training started; no model was saved" if args.command in ("train", "sweep") else ""
+        done = " before training started; no model was saved" if args.command in ("train", "sft", "sweep") else ""
         print(f"tinypretrain: stopped by {signal.Signals(signum).name}{done}", file=sys.stderr)
         return 128 + signum
     except USER_ERRORS as err:
@@ -348,7 +373,6 @@ def main(argv: list[str] | None = None) -> int:
         print("(run with --debug for the full traceback)", file=sys.stderr)
         return USAGE_ERROR
     except Exception:  # not a mistake of the user's: show everything needed to report it
-
         traceback.print_exc()
         print(
             "tinypretrain: this looks like a bug in tinypretrain; please report it with the traceback above and "

@@ -8,10 +8,16 @@ import functools
 import json
 import types
 import typing
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from ..utils.io import atomic_write_text
+
+
+def documented(text: str, **kwargs: Any) -> Any:
+    """A dataclass field with its help text: the CLI's --help, the docs table and the YAML keys read it."""
+    return field(metadata={"help": text}, **kwargs)
 
 
 @functools.cache

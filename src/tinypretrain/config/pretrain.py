@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -18,13 +18,9 @@ from transformers import TrainingArguments
 
 from .budget import TIME_SCHEDULES, budget_settings, parse_duration
 from .fields import choices as choices_of
-from .fields import coerce, read_config_file
+from .fields import coerce, documented, read_config_file
 from .llama import PRESETS, unknown_model_fields
 from .recipes import RECIPES
-
-
-def _help(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"help": text}, **kwargs)
 
 
 @dataclass
@@ -38,6 +34,8 @@ class PretrainConfig(TrainingArguments):
     device's. ``dataclasses.replace`` copies every field, so each counts as given: use ``updated`` to keep sources.
     """
 
+    COMMAND = "train"  # the CLI command that trains this kind of config, for messages
+
     def __new__(cls, *args: Any, **kwargs: Any) -> PretrainConfig:
         # The dataclass __init__ cannot tell a value given from a default; what the caller passed can.
         self = super().__new__(cls)
@@ -45,124 +43,124 @@ class PretrainConfig(TrainingArguments):
         self._given = frozenset(names[: len(args)]) | frozenset(kwargs)
         return self
 
-    recipe: Literal["seed", "fast"] | None = _help(
+    recipe: Literal["seed", "fast"] | None = documented(
         "'seed' (the blog's exact settings) or 'fast' (its model and data, our settings). A recipe sets every field "
         "you do not set yourself.",
         default=None,
     )
     # data
-    dataset: str | None = _help("Hub name or local path; None = the built-in story generator.", default=None)
-    train_split: str = _help("Training split (slices allowed, e.g. train[:10%%]).", default="train")
-    eval_split: str | None = _help(
+    dataset: str | None = documented("Hub name or local path; None = the built-in story generator.", default=None)
+    train_split: str = documented("Training split (slices allowed, e.g. train[:10%%]).", default="train")
+    eval_split: str | None = documented(
         "Eval split; if the source lacks it, eval_size texts are held out of train.", default="validation"
     )
-    text_column: str = _help("Column holding the texts.", default="text")
-    max_train_samples: int | None = _help("Use at most this many training texts.", default=None)
-    max_eval_samples: int | None = _help("Evaluate on at most this many texts (None = all).", default=500)
-    eval_size: int = _help("Texts held out for eval when the source has no eval split.", default=500)
-    builtin_stories: int = _help("Stories generated when dataset is None.", default=12000)
-    max_length: int = _help("Block length (packing) or most tokens per story (truncate).", default=256)
-    packing: Literal["pack", "pack_documents", "truncate"] = _help(
+    text_column: str = documented("Column holding the texts.", default="text")
+    max_train_samples: int | None = documented("Use at most this many training texts.", default=None)
+    max_eval_samples: int | None = documented("Evaluate on at most this many texts (None = all).", default=500)
+    eval_size: int = documented("Texts held out for eval when the source has no eval split.", default=500)
+    builtin_stories: int = documented("Stories generated when dataset is None.", default=12000)
+    max_length: int = documented("Block length (packing) or most tokens per story (truncate).", default=256)
+    packing: Literal["pack", "pack_documents", "truncate"] = documented(
         "'pack' = fixed blocks, no padding; 'pack_documents' = the same, but each text attends only to itself "
         "(position ids restart at EOS); 'truncate' = the seed's padded stories.",
         default="pack",
     )
-    num_proc: int | None = _help(
+    num_proc: int | None = documented(
         "Processes for tokenization (datasets.map); None = one per core (up to 8) from 100,000 texts on, else one.",
         default=None,
     )
-    streaming: bool = _help(
+    streaming: bool = documented(
         "Stream the corpus instead of caching it (needs a dataset, max_steps and packing).", default=False
     )
     # tokenizer
-    tokenizer: str | None = _help("Hub name or path; None = train a byte-level BPE on the data.", default=None)
-    vocab_size: int = _help("Vocabulary of the tokenizer trained when tokenizer is None.", default=4096)
+    tokenizer: str | None = documented("Hub name or path; None = train a byte-level BPE on the data.", default=None)
+    vocab_size: int = documented("Vocabulary of the tokenizer trained when tokenizer is None.", default=4096)
     # model
-    preset: str = _help("Model shape; see tinypretrain.list_presets().", default="cpu-2m")
-    model_overrides: dict | str | None = _help(
+    preset: str = documented("Model shape; see tinypretrain.list_presets().", default="cpu-2m")
+    model_overrides: dict | str | None = documented(
         "make_llama_config fields as a dict or JSON, e.g. '{\"hidden_size\": 192}'.", default=None
     )
     # Kaiming and a constant rate after warmup each beat HF-normal init and cosine decay in equal-step CPU
     # ablations, and together most (-0.38 nats at 192 steps; benchmarks/RESULTS.md, runs 3-6).
-    init: Literal["kaiming", "normal"] = _help("'kaiming' (the seed's) or 'normal' (HF, std 0.02).", default="kaiming")
+    init: Literal["kaiming", "normal"] = documented("'kaiming' (the seed's) or 'normal' (HF, std 0.02).", default="kaiming")
     # run folder and speed levers
-    overwrite_output_dir: bool = _help("Replace an existing run in output_dir.", default=False)
-    avoid_host_syncs: bool = _help(
+    overwrite_output_dir: bool = documented("Replace an existing run in output_dir.", default=False)
+    avoid_host_syncs: bool = documented(
         "Count tokens without a per-step GPU->CPU sync and copy batches asynchronously from pinned memory; "
         "false = Trainer's stock behaviour.",
         default=True,
     )
-    loss_chunk_size: int | None = _help(
+    loss_chunk_size: int | None = documented(
         "Compute lm_head+CE in token chunks (saves logits memory, costs a matmul).", default=None
     )
-    num_samples: int = _help("Stories written to samples.md.", default=4)
-    story_samples: int = _help(
+    num_samples: int = documented("Stories written to samples.md.", default=4)
+    story_samples: int = documented(
         "Continuations of eval-story openings sampled at each evaluation for the story metrics (eval_eos_rate, "
         "eval_repeat_4gram, eval_distinct_2, eval_name_consistency, eval_mean_words); 0 = none.",
         default=16,
     )
-    story_max_new_tokens: int = _help(
+    story_max_new_tokens: int = documented(
         "Token limit of each story-metric continuation: one that has not ended by then counts as not ending.",
         default=256,
     )
-    license: str = _help("License of the trained model, for its model card (a hub license id).", default="apache-2.0")
-    allow_resume_changes: bool = _help(
+    license: str = documented("License of the trained model, for its model card (a hub license id).", default="apache-2.0")
+    allow_resume_changes: bool = documented(
         "Resume even if the model, tokenizer, max_length or batch layout differ from the checkpoint's.", default=False
     )
-    muon: bool = _help(
+    muon: bool = documented(
         "Muon (torch.optim.Muon) for the hidden 2-D matrices and AdamW for embeddings, head and norms, as in the "
         "modded-nanogpt speedruns; one learning_rate for both. Replaces optim.",
         default=False,
     )
-    max_time: str | None = _help(
+    max_time: str | None = documented(
         "Training-time budget: seconds or a duration such as '90s', '10m', '2h'. Training stops at the deadline (or at "
         "max_steps, if set and reached first); the learning rate, warmup, evaluations and saves follow the clock.",
         default=None,
     )
-    decay_fraction: float = _help(
+    decay_fraction: float = documented(
         "With lr_scheduler_type='warmup_stable_decay': the final fraction of the run (of its time with max_time, "
         "else of its steps) over which the rate decays linearly to 0.",
         default=0.2,
     )
-    verbose: bool = _help("Log the per-tensor parameter table (otherwise one summary line).", default=False)
-    peak_flops: float | None = _help(
+    verbose: bool = documented("Log the per-tensor parameter table (otherwise one summary line).", default=False)
+    peak_flops: float | None = documented(
         "Peak FLOP/s of one device, for the MFU in run.json (measure a CPU's with benchmarks/cpu_peak.py); None = "
         "the data sheet of a known GPU, else no MFU.",
         default=None,
     )
-    logging_dir: str | None = _help(
+    logging_dir: str | None = documented(
         "Folder for TensorBoard event files (with report_to tensorboard); None = output_dir/runs/<time>.",
         default=None,
     )
 
     # TrainingArguments whose defaults we change; every other one keeps Trainer's default.
-    output_dir: str | None = _help("Run folder; None = runs/run-<timestamp>.", default=None)
-    num_train_epochs: float = _help("Passes over the training data (max_steps > 0 overrides).", default=1.0)
-    per_device_train_batch_size: int | None = _help(
+    output_dir: str | None = documented("Run folder; None = runs/run-<timestamp>.", default=None)
+    num_train_epochs: float = documented("Passes over the training data (max_steps > 0 overrides).", default=1.0)
+    per_device_train_batch_size: int | None = documented(
         "Blocks per device per step; None = 8 on CPU, 32,768 tokens' worth on CUDA.", default=None
     )
-    learning_rate: float = _help("Peak learning rate (AdamW).", default=2e-3)
-    lr_scheduler_type: str = _help(
+    learning_rate: float = documented("Peak learning rate (AdamW).", default=2e-3)
+    lr_scheduler_type: str = documented(
         "Any Trainer schedule, e.g. 'cosine' (the seed's).", default="constant_with_warmup"
     )
-    warmup_steps: float = _help("Warmup steps, or a fraction of all steps when < 1.", default=0.05)
-    weight_decay: float = _help("AdamW weight decay.", default=0.1)
-    adam_beta2: float = _help("AdamW beta2.", default=0.95)
-    seed: int = _help("Seed of the data order, the init and sampling.", default=3407)
-    logging_steps: float = _help("Log the training loss every N steps.", default=10)
-    eval_strategy: str = _help("When to evaluate: 'steps' (every eval_steps) or 'no'.", default="steps")
-    eval_steps: float | None = _help("Evaluate every N steps, or a fraction of all steps when < 1.", default=0.2)
-    save_steps: float = _help("Checkpoint every N steps, or a fraction of all steps when < 1.", default=0.2)
-    save_total_limit: int | None = _help("Checkpoints kept (oldest deleted first).", default=2)
-    report_to: None | str | list[str] = _help(
+    warmup_steps: float = documented("Warmup steps, or a fraction of all steps when < 1.", default=0.05)
+    weight_decay: float = documented("AdamW weight decay.", default=0.1)
+    adam_beta2: float = documented("AdamW beta2.", default=0.95)
+    seed: int = documented("Seed of the data order, the init and sampling.", default=3407)
+    logging_steps: float = documented("Log the training loss every N steps.", default=10)
+    eval_strategy: str = documented("When to evaluate: 'steps' (every eval_steps) or 'no'.", default="steps")
+    eval_steps: float | None = documented("Evaluate every N steps, or a fraction of all steps when < 1.", default=0.2)
+    save_steps: float = documented("Checkpoint every N steps, or a fraction of all steps when < 1.", default=0.2)
+    save_total_limit: int | None = documented("Checkpoints kept (oldest deleted first).", default=2)
+    report_to: None | str | list[str] = documented(
         "Loggers: 'none', 'tensorboard', 'wandb', ... (see TrainingArguments).", default="none"
     )
-    bf16: bool | None = _help("bf16 mixed precision; None = on where CUDA supports it.", default=None)
-    torch_compile: bool | None = _help("torch.compile the model; None = on with CUDA, off on CPU.", default=None)
-    logging_nan_inf_filter: bool = _help(
+    bf16: bool | None = documented("bf16 mixed precision; None = on where CUDA supports it.", default=None)
+    torch_compile: bool | None = documented("torch.compile the model; None = on with CUDA, off on CPU.", default=None)
+    logging_nan_inf_filter: bool = documented(
         "Drop NaN/inf losses from logs. Off, so that pretrain() sees a divergence and stops.", default=False
     )
-    resume_from_checkpoint: str | None = _help(
+    resume_from_checkpoint: str | None = documented(
         "A checkpoint path, or true to continue from output_dir's last complete one.", default=None
     )
 
@@ -177,7 +175,7 @@ class PretrainConfig(TrainingArguments):
                 self.resume_from_checkpoint = None
         problems = self._problems()
         if problems:
-            raise ValueError("Invalid PretrainConfig: " + "; ".join(problems) + ".")
+            raise ValueError(f"Invalid {type(self).__name__}: " + "; ".join(problems) + ".")
         # Set before TrainingArguments creates the process state, so multi-process CPU runs use gloo.
         self.use_cpu = self.use_cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
         auto_output_dir = self.output_dir is None
@@ -186,12 +184,8 @@ class PretrainConfig(TrainingArguments):
             self.output_dir = None
 
     def _apply_layers(self) -> None:
-        """Fill each field not given from the recipe, then the time budget; record every field's source."""
-        if self.recipe is not None and self.recipe not in RECIPES:
-            raise ValueError(f"Unknown recipe {self.recipe!r}; choose one of {sorted(RECIPES)}.")
-        layers = [(f"recipe:{self.recipe}", RECIPES.get(self.recipe, {}))]
-        if self.max_time is not None:
-            layers.append(("budget", budget_settings(on_cpu=not torch.cuda.is_available())))
+        """Fill each field not given from the layers, first that has it wins; record every field's source."""
+        layers = self._layers()
         self.sources = {}
         for name in (f.name for f in fields(self) if f.init):
             if name in self._given:
@@ -201,6 +195,15 @@ class PretrainConfig(TrainingArguments):
             if name in values:
                 setattr(self, name, values[name])
             self.sources[name] = source
+
+    def _layers(self) -> list[tuple[str, dict[str, Any]]]:
+        """The layers between a given value and the default, in order: the recipe, then the time budget."""
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise ValueError(f"Unknown recipe {self.recipe!r}; choose one of {sorted(RECIPES)}.")
+        layers = [(f"recipe:{self.recipe}", RECIPES.get(self.recipe, {}))]
+        if self.max_time is not None:
+            layers.append(("budget", budget_settings(on_cpu=not torch.cuda.is_available())))
+        return layers
 
     @property
     def given(self) -> frozenset[str]:
@@ -268,7 +271,7 @@ class PretrainConfig(TrainingArguments):
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(
-                f"Unknown PretrainConfig key(s) {unknown} in {source}; see `tinypretrain train --help` for valid keys."
+                f"Unknown {cls.__name__} key(s) {unknown} in {source}; see `tinypretrain {cls.COMMAND} --help` for valid keys."
             )
         return cls(**{name: coerce(cls, name, value) for name, value in data.items()})
 

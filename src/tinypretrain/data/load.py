@@ -239,7 +239,7 @@ def load_text_dataset(
     source: str | Path,
     split: str | None = "train",
     *,
-    text_column: str = "text",
+    text_column: str | None = "text",
     streaming: bool = False,
     **load_kwargs: Any,
 ) -> Dataset | IterableDataset | DatasetDict | IterableDatasetDict:
@@ -250,7 +250,8 @@ def load_text_dataset(
     (``train*``, ``valid*``/``validation*``, ``test*``; ``valid`` becomes ``validation``). ``split`` takes slices
     like ``"train[:10%]"``; ``split=None`` returns every split as a ``DatasetDict``. ``streaming=True`` gives an
     ``IterableDataset`` for corpora larger than the disk cache (row slices only: a stream has no length).
-    ``load_kwargs`` go to ``datasets.load_dataset`` on the hub path.
+    ``load_kwargs`` go to ``datasets.load_dataset`` on the hub path. ``text_column=None`` leaves the columns
+    unchecked, for callers that check their own (``check_text_column``).
     """
     path = Path(source).expanduser()
     if path.exists():
@@ -266,8 +267,9 @@ def load_text_dataset(
         require_hub(str(source), "dataset", "dataset")
         ds = load_dataset(str(source), split=split, streaming=streaming, **load_kwargs)
         json_files = []
-    for part in ds.values() if split is None else [ds]:
-        check_text_column(part, text_column, json_files)
+    if text_column is not None:
+        for part in ds.values() if split is None else [ds]:
+            check_text_column(part, text_column, json_files)
     return ds
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -11,12 +12,15 @@ from typing import Any, NamedTuple
 from datasets import Dataset, IterableDataset
 
 from ..config.pretrain import PretrainConfig
+from ..config.sft import SFTConfig
 from ..utils.memory import releasing
-from .corpus import story_dataset
-from .load import has_text, load_text_dataset
+from .corpus import generate_stories, story_dataset
+from .instruct import instruct_examples, tokenize_prompt_completion
+from .load import check_text_column, has_text, load_text_dataset
 from .pack import pack_dataset, pack_stream, tokenize_truncate
 from .tokenizer import load_tokenizer, train_tokenizer
 
+logger = logging.getLogger("tinypretrain")
 TOKENIZER_SAMPLE = 50_000  # texts a streamed run trains its tokenizer on
 LARGE_CORPUS = 100_000  # texts from which tokenization uses several processes by default
 
@@ -28,11 +32,15 @@ class RunTexts(NamedTuple):
     eval: list[str]
     eval_source: str
     eval_split: str | None = None  # set when the eval texts are a split of the source
+    prompts: list[str] | None = None  # sft: held-out instruction prompts, scored before and after tuning
 
 
 def load_texts(cfg: PretrainConfig) -> RunTexts:
     """The training texts (blank ones dropped) and the eval texts: the eval split if the source has it, else
-    ``eval_size`` texts held out of train; then at most ``max_eval_samples`` non-blank ones."""
+    ``eval_size`` texts held out of train; then at most ``max_eval_samples`` non-blank ones. For sft, instruction
+    examples (``load_instructions``)."""
+    if isinstance(cfg, SFTConfig):
+        return load_instructions(cfg)
     if cfg.dataset is None:
         train = story_dataset(cfg.builtin_stories, seed=cfg.seed)
         seen = set(train["text"])
@@ -78,6 +86,52 @@ def load_texts(cfg: PretrainConfig) -> RunTexts:
     return RunTexts(train, _eval_texts(held_out, cfg, cfg.dataset), source, from_split)
 
 
+def load_instructions(cfg: SFTConfig) -> RunTexts:
+    """SFT examples: (prompt, completion) rows to train on, and ``heldout_prompts`` examples from texts not trained on,
+    whose prompts are scored and whose full texts are the eval texts. A dataset's eval split, else texts held out of
+    its train split, else stories generated with another seed."""
+    if cfg.dataset is None:
+        stories = story_dataset(cfg.builtin_stories, seed=cfg.seed)["text"]
+        seen = set(stories)
+        extra = generate_stories(cfg.heldout_prompts * 3, seed=cfg.seed + 1)
+        held = [t for t in dict.fromkeys(extra) if t not in seen][: cfg.heldout_prompts]
+        train, held_out = Dataset.from_dict(instruct_examples(stories, cfg.seed)), instruct_examples(held, cfg.seed + 1)
+        source = f"{len(held)} generated stories (seed {cfg.seed + 1}) that are not in train"
+    else:
+        splits = load_text_dataset(cfg.dataset, split=None, text_column=None)
+        train = _instruction_rows(load_text_dataset(cfg.dataset, split=cfg.train_split, text_column=None), cfg)
+        eval_split = cfg.eval_split.split("[")[0] if cfg.eval_split else None
+        if eval_split in splits:
+            held_rows = _instruction_rows(load_text_dataset(cfg.dataset, split=cfg.eval_split, text_column=None), cfg)
+            source = f"split {cfg.eval_split!r}"
+        else:
+            parts = train.train_test_split(test_size=min(cfg.heldout_prompts, max(1, len(train) // 10)), seed=cfg.seed)
+            train, held_rows = parts["train"], parts["test"]
+            source = f"{len(held_rows)} examples of {cfg.train_split!r} held out of training (seed {cfg.seed})"
+        held_out = held_rows[: cfg.heldout_prompts]
+    if cfg.max_train_samples is not None:
+        train = train.select(range(min(cfg.max_train_samples, len(train))))
+    pairs = list(zip(held_out["prompt"], held_out["completion"]))
+    texts = [prompt + completion for prompt, completion in pairs][: cfg.max_eval_samples]
+    return RunTexts(train, texts, source, prompts=[prompt for prompt, _ in pairs])
+
+
+def _instruction_rows(ds: Dataset, cfg: SFTConfig) -> Dataset:
+    """``prompt`` and ``completion`` columns from a prompt-completion dataset, or from a text column (instructions
+    built from stories, or TinyStories-Instruct texts split at ``Story:``)."""
+    columns = (cfg.prompt_column, cfg.completion_column)
+    if all(c in ds.column_names for c in columns):
+        for column in columns:
+            check_text_column(ds, column)
+        return ds.select_columns(list(columns)).rename_columns(dict(zip(columns, ("prompt", "completion"))))
+    if cfg.text_column not in ds.column_names:
+        raise ValueError(f"{cfg.dataset} has neither {cfg.prompt_column!r} and {cfg.completion_column!r} columns "
+                         f"(prompt-completion) nor a {cfg.text_column!r} column of stories; it has {ds.column_names}.")
+    check_text_column(ds, cfg.text_column)
+    texts = [t for t in ds[cfg.text_column] if has_text(t)]
+    return Dataset.from_dict(instruct_examples(texts, cfg.seed))
+
+
 def _nonblank(batch: dict[str, list], text_column: str) -> list[bool]:
     return [has_text(t) for t in batch[text_column]]
 
@@ -103,7 +157,10 @@ def make_tokenizer(cfg: PretrainConfig, train_texts: Dataset | IterableDataset, 
 
 
 def training_rows(cfg: PretrainConfig, train: Dataset | IterableDataset, tokenizer: Any) -> Dataset | IterableDataset:
-    """Tokenized training rows: packed blocks of ``max_length`` (on the fly for streams), or truncated stories."""
+    """Tokenized training rows: packed blocks of ``max_length`` (on the fly for streams), or truncated stories; for
+    sft, one example per row with the prompt's labels masked."""
+    if isinstance(cfg, SFTConfig):
+        return _instruction_tokens(cfg, train, tokenizer)
     if cfg.streaming:  # tokenized and packed as Trainer pulls batches
         kwargs = {"texts": train, "tokenizer": tokenizer, "max_length": cfg.max_length, "text_column": cfg.text_column}
         return IterableDataset.from_generator(_stream_blocks, gen_kwargs=kwargs)
@@ -123,6 +180,16 @@ def training_rows(cfg: PretrainConfig, train: Dataset | IterableDataset, tokeniz
     )
     # numpy rows: the dataloader fetches a 64x512 batch 2.7x faster than as Python lists (benchmarks/RESULTS.md).
     return (pack_dataset(tokenized, cfg.max_length) if pack else tokenized).with_format("numpy")
+
+
+def _instruction_tokens(cfg: SFTConfig, train: Dataset, tokenizer: Any) -> Dataset:
+    rows = train.map(tokenize_prompt_completion, batched=True, remove_columns=train.column_names,
+                     fn_kwargs={"tokenizer": tokenizer, "max_length": cfg.max_length}, desc="Tokenizing")
+    cut = sum(rows["truncated"])
+    if cut:
+        logger.warning("%d of %d examples were longer than max_length=%d: their completions were cut (raise "
+                       "max_length to keep them whole).", cut, len(rows), cfg.max_length)
+    return rows.remove_columns("truncated")
 
 
 def default_num_proc(texts: int) -> int | None:

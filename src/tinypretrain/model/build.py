@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel
 
 from ..config.llama import DEFAULT_CONTEXT, PRESETS, make_llama_config
 from ..config.pretrain import PretrainConfig
+from ..config.sft import SFTConfig
+from ..data.tokenizer import load_tokenizer
+from ..utils.hub import looks_local
 from .init import InitName, init_model
 
 
@@ -91,3 +96,37 @@ def model_config_for(cfg: PretrainConfig, tokenizer: Any) -> LlamaConfig:
             f"max_length={cfg.max_length} exceeds max_position_embeddings={config.max_position_embeddings}."
         )
     return config
+
+
+def load_model(name_or_path: str | Path) -> tuple[PreTrainedModel, Any]:
+    """A trained model and its tokenizer, from a run folder (or any save_pretrained folder) or a hub id: safetensors
+    only, never pickles, no remote code; a folder that is not a model is refused with one line saying why."""
+    folder = Path(name_or_path).expanduser()
+    if folder.exists() or looks_local(str(name_or_path)):
+        if not (folder / "config.json").exists():
+            raise ValueError(f"{name_or_path} is not a model folder (no config.json); pass a run's output_dir.")
+        if not any(folder.glob("*.safetensors")):
+            raise ValueError(f"{name_or_path} holds no safetensors weights (tinypretrain never loads pickled "
+                             "weights); pass a run's output_dir, or save the model with save_pretrained().")
+    tokenizer = load_tokenizer(name_or_path)  # first: it names a folder without a tokenizer before the model loads
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), use_safetensors=True, trust_remote_code=False)
+    except SafetensorError as err:
+        raise ValueError(f"The weights in {name_or_path} are damaged ({err}); copy the folder again, or use a "
+                         "checkpoint-N folder of the run.") from None
+    return model, tokenizer
+
+
+def starting_model(cfg: PretrainConfig, tokenizer: Any) -> PreTrainedModel:
+    """The model a run starts from: for sft the base's weights (checked to fit the tokenizer and ``max_length``),
+    else a fresh model of the configured shape and init."""
+    if not isinstance(cfg, SFTConfig):
+        return build_model(model_config_for(cfg, tokenizer), init=cfg.init, seed=cfg.seed)
+    model, _ = load_model(cfg.base)
+    if len(tokenizer) > model.config.vocab_size:
+        raise ValueError(f"The tokenizer has {len(tokenizer)} tokens but {cfg.base} has {model.config.vocab_size} "
+                         "embeddings; use the base's own tokenizer.")
+    if cfg.max_length > model.config.max_position_embeddings:
+        raise ValueError(f"max_length={cfg.max_length} exceeds {cfg.base}'s context "
+                         f"({model.config.max_position_embeddings} tokens); lower max_length.")
+    return model.float()  # fine-tuning keeps fp32 master weights, as pretraining does

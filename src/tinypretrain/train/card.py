@@ -166,10 +166,14 @@ def _sections(name: str, model_id: str, record: dict[str, Any]) -> list[str]:
     schedule = cfg["lr_scheduler_type"] + (
         f", decay over the last {cfg['decay_fraction']:.0%}" if "stable" in cfg["lr_scheduler_type"] else ""
     )
+    sft = record.get("sft")
+    origin = (f"instruction-tuned with tinypretrain from `{sft['base']}` on TinyStories-Instruct-style prompts from "
+              f"{data['source']}" if sft else f"trained from scratch with tinypretrain on {data['source']}")
+    prompt = "Words: dog, ball, happy\\nStory:" if sft else "Once upon a time"
     return [
         f"# {name}",
-        f"A {params['total'] / 1e6:.2f}M-parameter LLaMA-style language model (GQA, SwiGLU, RoPE, RMSNorm) trained "
-        f"from scratch with tinypretrain on {data['source']}.",
+        f"A {params['total'] / 1e6:.2f}M-parameter LLaMA-style language model (GQA, SwiGLU, RoPE, RMSNorm) {origin}.",
+        *([_instruction_section(sft, cfg["seed"])] if sft else []),
         "## Results\n\n"
         + _table([(label, metrics[key]) for key, (_, label) in INDEXED_METRICS.items()], ("metric", "value"))
         + f"\n\nEach of {data['eval_texts']:,} eval texts ({data['eval']}) is scored whole, as its tokens and EOS; "
@@ -253,7 +257,7 @@ def _sections(name: str, model_id: str, record: dict[str, Any]) -> list[str]:
         "tokenizer = AutoTokenizer.from_pretrained(model_id)\n"
         "model = AutoModelForCausalLM.from_pretrained(model_id)\n"
         "# Stories start after an EOS, as in training.\n"
-        'prompt = tokenizer(tokenizer.eos_token + "Once upon a time", return_tensors="pt", add_special_tokens=False)\n'
+        f'prompt = tokenizer(tokenizer.eos_token + "{prompt}", return_tensors="pt", add_special_tokens=False)\n'
         f"out = model.generate(**prompt, {SAMPLING.as_kwargs()})\n"
         "print(tokenizer.decode(out[0], skip_special_tokens=True))\n```",
         f"## Reproduce\n\n```bash\npip install tinypretrain=={versions['tinypretrain']}\n{run['command']}\n```\n\n"
@@ -262,3 +266,18 @@ def _sections(name: str, model_id: str, record: dict[str, Any]) -> list[str]:
         + ".",
         f"## Limitations\n\n{_limitations(data['source'], cfg['dataset'] is None)}",
     ]
+
+
+def _instruction_section(sft: dict[str, Any], seed: int) -> str:
+    rows = [{"part": part, "before": sft["parts"]["before"].get(part), "after": sft["parts"]["after"].get(part)}
+            for part in ("words", "sentence", "dialogue")]
+    rows.append({"part": "**score** (mean)", "before": sft["score_before"], "after": sft["score_after"]})
+    return (
+        "## Instruction following\n\n"
+        f"Of what {sft['heldout_prompts']} held-out prompts (from stories not trained on) ask for, the fraction written, "
+        f"by the base `{sft['base']}` and by this model, each sampled with seed {seed}: requested words used, "
+        "requested sentences present, Dialogue requests met.\n\n"
+        + markdown_table(rows, ("part", "before", "after")).rstrip("\n")
+        + (f"\n\n{sft['truncated_examples']:,} training examples were longer than max_length and had their "
+           "completion cut." if sft["truncated_examples"] else "")
+    )

@@ -8,6 +8,7 @@ import resource
 import shlex
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ from transformers import PreTrainedModel, Trainer
 
 from ..config.pretrain import PretrainConfig
 from ..config.settings import NOT_REPRODUCED
+from ..config.sft import SFTConfig
 from ..data.pack import token_fingerprint
 from ..data.prepare import RunTexts
-from ..model.build import count_parameters
+from ..model.build import count_parameters, load_model
 from ..model.evaluate import STORY_METRICS
 from ..model.generate import generate
+from ..model.instructions import instruction_score
 from ..utils.figures import new_axes, save_figure
 from ..utils.io import atomic_write_json, atomic_write_text, open_file_mode
 from ..version import __version__
@@ -89,10 +92,11 @@ def run_train_loss(history: list[dict[str, Any]], fallback: float) -> float:
 
 
 def write_samples(
-    model: PreTrainedModel, tokenizer: Any, count: int, max_new_tokens: int, seed: int, path: Path
+    model: PreTrainedModel, tokenizer: Any, count: int, max_new_tokens: int, seed: int, path: Path,
+    prompts: Sequence[str] = SAMPLE_PROMPTS,
 ) -> list[dict[str, str]]:
-    """``count`` seeded stories from fixed prompts, written as markdown and returned as ``{prompt, story}``."""
-    prompts = [SAMPLE_PROMPTS[i % len(SAMPLE_PROMPTS)] for i in range(count)]
+    """``count`` seeded stories from ``prompts`` (in turn), written as markdown and returned as ``{prompt, story}``."""
+    prompts = [prompts[i % len(prompts)] for i in range(count)]
     stories = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
     body = "\n\n".join(f"## Prompt: {p!r}\n\n{s}" for p, s in zip(prompts, stories))
     atomic_write_text(path, f"# Samples\n\n{body}\n")
@@ -178,10 +182,28 @@ def describe_run(cfg: PretrainConfig, model: PreTrainedModel, tokenizer: Any, te
     }
 
 
+def sft_record(cfg: SFTConfig, model: PreTrainedModel, tokenizer: Any, prompts: list[str], rows: Dataset
+               ) -> dict[str, Any]:
+    """run.json's ``sft``: the base, the instruction score of the base and of the tuned model on the same held-out
+    prompts with the same seed, each part's fraction, and how many training examples had their completion cut."""
+    base, _ = load_model(cfg.base)
+    before, after = (instruction_score(m.to(model.device), tokenizer, prompts, seed=cfg.seed,
+                                       max_new_tokens=cfg.story_max_new_tokens) for m in (base, model))
+    eos = tokenizer.eos_token_id
+    return {
+        "base": cfg.base,
+        "score_before": before["score"],
+        "score_after": after["score"],
+        "parts": {"before": before["parts"], "after": after["parts"]},
+        "heldout_prompts": len(prompts),
+        "truncated_examples": sum(int(labels[-1]) != eos for labels in rows["labels"]),
+    }
+
+
 def reproduce_command(cfg: PretrainConfig) -> str:
-    """The ``tinypretrain train`` command that builds ``cfg`` again: its recipe, every training field you gave, and
+    """The ``tinypretrain train`` (or ``sft``) command that builds ``cfg`` again: its recipe, every training field you gave, and
     the budget's choices (they depend on the device). Fields left to the device and the defaults stay so."""
-    words = ["tinypretrain", "train", *(["--recipe", cfg.recipe] if cfg.recipe else [])]
+    words = ["tinypretrain", cfg.COMMAND, *(["--recipe", cfg.recipe] if cfg.recipe else [])]
     for name, value in cfg.to_fields().items():
         if name not in NOT_REPRODUCED and cfg.sources.get(name) in ("explicit", "budget"):
             words += [f"--{name}", *_flag_text(value)]

@@ -20,9 +20,10 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, TrainerCallback
 from ..config.budget import budget_seconds
 from ..config.pretrain import PretrainConfig
 from ..config.settings import resolve_settings, settings_fingerprint, training_settings
+from ..config.sft import SFTConfig
 from ..data.prepare import load_texts, make_tokenizer, training_rows
 from ..data.tokenizer import load_tokenizer
-from ..model.build import build_model, count_parameters, model_config_for
+from ..model.build import count_parameters, starting_model
 from ..model.compute import compute_record, flops_per_token
 from ..model.generate import SAMPLING
 from . import run_dir
@@ -36,7 +37,16 @@ from .checkpoint import (
     trained_to_the_end,
 )
 from .clock import TrainingClock
-from .records import describe_run, peak_memory_mb, run_metrics, save_final, write_run_record, write_samples
+from .records import (
+    SAMPLE_PROMPTS,
+    describe_run,
+    peak_memory_mb,
+    run_metrics,
+    save_final,
+    sft_record,
+    write_run_record,
+    write_samples,
+)
 from .signals import RankAgreement, StopOnSignal
 from .trainer import DivergenceGuard, PretrainTrainer, build_trainer
 
@@ -94,7 +104,7 @@ def run(cfg: PretrainConfig, out: Path, state: PartialState, callbacks: list[Tra
         tokenizer = make_tokenizer(cfg, texts.train, checkpoint)
         train_rows = training_rows(cfg, texts.train, tokenizer)
     # Model.
-    model = build_model(model_config_for(cfg, tokenizer), init=cfg.init, seed=cfg.seed)
+    model = starting_model(cfg, tokenizer)
     if state.is_main_process:
         logger.info("Model: %s", count_parameters(model).describe(cfg.verbose))
     layout = run_layout(cfg, model.config, tokenizer)
@@ -137,7 +147,8 @@ def _record(cfg: PretrainConfig, out: Path, state: PartialState, trainer: Pretra
     metrics = run_metrics(trainer, final, train_output.training_loss, peak_memory_mb())
     if trainer.is_world_process_zero():
         sample_tokens = min(SAMPLING.max_new_tokens, cfg.max_length)
-        samples = write_samples(model, tokenizer, cfg.num_samples, sample_tokens, cfg.seed, out / "samples.md")
+        samples = write_samples(model, tokenizer, cfg.num_samples, sample_tokens, cfg.seed, out / "samples.md",
+                                texts.prompts or SAMPLE_PROMPTS)
         description = {**describe_run(cfg, model, tokenizer, texts, train_rows), "samples": samples,
                        "evaluations": [h["step"] for h in history if "eval_loss" in h],
                        "overhead_skipped": trainer.allowance.skipped if trainer.allowance else None}
@@ -150,6 +161,8 @@ def _record(cfg: PretrainConfig, out: Path, state: PartialState, trainer: Pretra
             "sources": cfg.sources,
             "fingerprint": settings_fingerprint(settings),
             "compute": compute,
+            **({"sft": sft_record(cfg, model, tokenizer, texts.prompts, train_rows)} if isinstance(cfg, SFTConfig)
+               else {}),
         }
         write_run_record(out, record, metrics, trainer.state.log_history, description)
         refresh_model_card(out)

@@ -1,0 +1,62 @@
+"""SFTConfig: a PretrainConfig that fine-tunes a base model on instructions instead of training a new one.
+
+It adds the base and the held-out prompts, and re-declares only the defaults that fine-tuning changes. Everything
+else (resume, budgets, signals, records) is ``pretrain()``'s, so an SFT run folder is a run folder like any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .fields import documented
+from .pretrain import PretrainConfig
+
+
+@dataclass
+class SFTConfig(PretrainConfig):
+    """Instruction tuning of ``base`` (a run folder or a hub id) on TinyStories-Instruct-style examples.
+
+    ``dataset`` may hold TRL's prompt-completion columns (``prompt``, ``completion``), texts already in the
+    TinyStories-Instruct format (``... Story: ...``), or plain stories, from which instructions are built (Words,
+    Sentence, Features: Dialogue); None = the built-in stories. The loss counts completions only. The tokenizer is
+    the base's (its source is ``base``). A time budget keeps these defaults: the budget's rate was tuned for
+    pretraining, not fine-tuning.
+    """
+
+    COMMAND = "sft"
+
+    base: str | None = documented("The model to fine-tune: a run folder or a hub id.", default=None)
+    heldout_prompts: int = documented(
+        "Held-out instructions (from stories not trained on) scored before and after tuning.", default=200
+    )
+    prompt_column: str = documented("Column of the prompts in a prompt-completion dataset.", default="prompt")
+    completion_column: str = documented("Column of the completions in a prompt-completion dataset.", default="completion")
+
+    # PretrainConfig fields whose defaults fine-tuning changes.
+    max_length: int = documented("Most tokens per example (prompt + completion); longer completions are cut.",
+                            default=512)
+    packing: Literal["pack", "pack_documents", "truncate"] = documented(
+        "SFT trains one example per row ('truncate'); packing is for pretraining.", default="truncate"
+    )
+    story_samples: int = documented("Story metrics at each evaluation; the instruction score replaces them.", default=0)
+    learning_rate: float = documented("Peak learning rate (AdamW).", default=1e-3)
+    lr_scheduler_type: str = documented("Any Trainer schedule.", default="cosine")
+    weight_decay: float = documented("AdamW weight decay.", default=0.0)
+
+    def _layers(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("base", {"tokenizer": self.base})]
+
+    def _problems(self) -> list[str]:
+        problems = super()._problems()
+        if not self.base:
+            problems.append("base is required: pass the run folder or hub id of the model to fine-tune")
+        if self.recipe is not None:
+            problems.append("recipe is for pretraining; leave it unset for sft")
+        if self.packing != "truncate":
+            problems.append("sft trains one example per row: leave packing at 'truncate'")
+        if self.streaming:
+            problems.append("sft does not stream; leave streaming off")
+        if self.heldout_prompts < 1:
+            problems.append(f"heldout_prompts must be >= 1, got {self.heldout_prompts}")
+        return problems

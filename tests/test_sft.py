@@ -1,0 +1,157 @@
+"""tinypretrain sft: instruction examples (built, read and tokenized), the score, and the command end to end, with
+its bad inputs, through the CLI."""
+
+import json
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinypretrain as tp
+from tinypretrain.cli import main, sft_config
+from tinypretrain.data.instruct import (
+    Request,
+    instruct_examples,
+    request_for,
+    request_of,
+    split_instruct_text,
+    tokenize_prompt_completion,
+)
+from tinypretrain.model.instructions import parts_met
+
+TINY_BASE = ["--builtin_stories", "300", "--max_length", "48", "--vocab_size", "300", "--max_eval_samples", "4",
+             "--eval_size", "4", "--num_samples", "0", "--story_samples", "0", "--per_device_train_batch_size", "4",
+             "--model_overrides",
+             '{"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}']
+TINY_SFT = ["--builtin_stories", "200", "--heldout_prompts", "6", "--max_eval_samples", "4", "--num_samples", "2",
+            "--per_device_train_batch_size", "4", "--story_max_new_tokens", "24"]
+WORDS = st.lists(st.from_regex(r"[a-z]{3,8}", fullmatch=True), min_size=1, max_size=4, unique=True)
+
+
+@given(WORDS, st.one_of(st.none(), st.from_regex(r"[A-Z][a-z]{2,6}( [a-z]{2,6}){3,8}\.", fullmatch=True)),
+       st.booleans())
+def test_a_prompt_says_what_it_asks_for(words, sentence, dialogue):
+    request = Request(tuple(words), sentence, dialogue)
+    prompt = request.prompt()
+    assert prompt.endswith("\nStory:") or prompt == "Story:"
+    assert request_of(prompt) == request
+
+
+@given(st.integers(0, 10_000))
+def test_requests_built_from_a_story_are_met_by_that_story(seed):
+    story = tp.generate_stories(1, seed=seed)[0]
+    request = request_for(story, random.Random(seed))
+    met = parts_met(request, story)
+    assert met and all(hit == asked for hit, asked in met.values())  # the story itself fulfils all it asks
+    assert not any(w[0].isupper() or w in ("the", "and", "was") for w in request.words)
+
+
+def test_tinystories_instruct_texts_split_at_story():
+    text = "Features: Dialogue\nWords: quit, oak, gloomy\nRandom sentence: They ran.\nStory: \n\nOnce upon a time."
+    prompt, completion = split_instruct_text(text)
+    assert prompt == "Features: Dialogue\nWords: quit, oak, gloomy\nRandom sentence: They ran.\nStory:"
+    assert completion == " Once upon a time."
+    assert request_of(prompt) == Request(("quit", "oak", "gloomy"), "They ran.", True)
+    assert split_instruct_text("Once upon a time, a story.") is None
+    built = instruct_examples([text, "Tom had a red ball. He threw the ball to his dog. They played all day."], seed=0)
+    assert built["prompt"][0] == prompt and built["completion"][1].startswith(" Tom had")
+
+
+@given(st.lists(st.tuples(st.text("abc dog\n:", min_size=0, max_size=30), st.text("xyz cat.", min_size=1, max_size=80)
+                          .filter(str.strip)), min_size=1, max_size=6),
+       st.integers(8, 64))
+def test_only_the_completion_is_trained_on(tokenizer, pairs, max_length):
+    batch = {"prompt": [p for p, _ in pairs], "completion": [c for _, c in pairs]}
+    prompts = [[tokenizer.eos_token_id, *tokenizer(p, add_special_tokens=False)["input_ids"]] for p, _ in pairs]
+    if any(len(p) >= max_length for p in prompts):
+        with pytest.raises(ValueError, match="leaves no room for its completion"):
+            tokenize_prompt_completion(batch, tokenizer, max_length)
+        return
+    out = tokenize_prompt_completion(batch, tokenizer, max_length)
+    for (_, completion), prompt, ids, labels, cut in zip(pairs, prompts, out["input_ids"], out["labels"],
+                                                         out["truncated"]):
+        answer = [*tokenizer(completion, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        assert len(ids) == len(labels) <= max_length and ids[: len(prompt)] == prompt
+        assert labels[: len(prompt)] == [-100] * len(prompt)  # the prompt is never trained on
+        assert labels[len(prompt):] == ids[len(prompt):] == answer[: max_length - len(prompt)]
+        assert cut == (len(prompt) + len(answer) > max_length)
+
+
+def test_an_empty_completion_is_refused(tokenizer):
+    with pytest.raises(ValueError, match="empty completion"):
+        tokenize_prompt_completion({"prompt": ["Story:"], "completion": ["  "]}, tokenizer, 32)
+
+
+def test_the_sft_config_takes_base_first_and_keeps_its_own_defaults():
+    cfg = sft_config(["runs/base", "--max_time", "60s"])
+    assert cfg.base == "runs/base" and cfg.sources["base"] == "explicit"
+    assert cfg.tokenizer == "runs/base" and cfg.sources["tokenizer"] == "base"
+    # a budget keeps fine-tuning's rate: the budget's rate was tuned for pretraining
+    assert cfg.learning_rate == 1e-3 and cfg.sources["learning_rate"] == "default"
+    assert sft_config(["--base", "b", "--learning_rate", "2e-3"]).learning_rate == 2e-3
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft") / "base"
+    assert main(["train", *TINY_BASE, "--max_steps", "30", "--output_dir", str(out)]) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_sft_makes_a_run_folder_with_scores_before_and_after(base, tmp_path, capsys):
+    out = tmp_path / "sft"
+    assert main(["sft", str(base), *TINY_SFT, "--max_steps", "12", "--output_dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "instruction score on 6 held-out prompts:" in printed and "before ->" in printed
+    record = json.loads((out / "run.json").read_text())
+    sft = record["sft"]
+    assert sft["base"] == str(base) and sft["heldout_prompts"] == 6
+    assert 0 <= sft["score_before"] <= 1 and 0 <= sft["score_after"] <= 1
+    assert set(sft["parts"]["after"]) <= {"words", "sentence", "dialogue"}
+    assert record["run"]["command"].startswith("tinypretrain sft ") and f"--base {base}" in record["run"]["command"]
+    assert all("Story:" in s["prompt"] for s in record["run"]["samples"])  # samples answer held-out instructions
+    card = (out / "README.md").read_text()
+    assert "## Instruction following" in card and "| **score** (mean) |" in card
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # a plain HF model, no tinypretrain needed
+
+    assert AutoModelForCausalLM.from_pretrained(out) and AutoTokenizer.from_pretrained(out)
+    assert main(["generate", str(out), "--prompt", "Words: dog, ball\\nStory:", "--max_new_tokens", "8"]) == 0
+    assert capsys.readouterr().out.startswith("Words: dog, ball\nStory:")
+
+
+@pytest.mark.slow
+def test_prompt_completion_jsonl_trains_and_its_bad_rows_are_one_line(base, tmp_path, capsys):
+    rows = [{"prompt": "Words: dog, ball\nStory:", "completion": f" Tom had a dog {i}. The dog liked the ball."}
+            for i in range(40)]
+    data = tmp_path / "pc.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "sft"
+    assert main(["sft", str(base), "--dataset", str(data), *TINY_SFT, "--max_steps", "4", "--output_dir", str(out)]) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["sft"]["parts"]["after"].keys() == {"words"} and record["run"]["data"]["source"] == str(data)
+    capsys.readouterr()
+
+    cases = {
+        "no columns": ([{"question": "q", "answer": "a"}], "nor a 'text' column of stories"),
+        "empty completion": ([{"prompt": "Story:", "completion": " "}] * 20, "empty completion"),
+        "prompt too long": ([{"prompt": "Words: " + "dog, " * 80 + "\nStory:", "completion": " A."}] * 20,
+                            "leaves no room for its completion"),
+    }
+    for name, (bad_rows, message) in cases.items():
+        bad = tmp_path / f"{name.replace(' ', '_')}.jsonl"
+        bad.write_text("".join(json.dumps(r) + "\n" for r in bad_rows))
+        code = main(["sft", str(base), "--dataset", str(bad), *TINY_SFT, "--max_steps", "2", "--max_length", "64",
+                     "--output_dir", str(tmp_path / name.replace(" ", "_"))])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, (name, err)
+
+
+def test_sft_refuses_a_missing_base_and_packing(tmp_path, capsys):
+    assert main(["sft", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["sft", "--max_steps", "2"]) == 2
+    assert "base is required" in capsys.readouterr().err
+    assert main(["sft", "b", "--packing", "pack"]) == 2
+    assert "leave packing at 'truncate'" in capsys.readouterr().err
