@@ -142,16 +142,15 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
         print(f"wrote {path}")
 
 
-def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"name:field=value,field=value"`` -> (name, PretrainConfig overrides), values typed by the field."""
+def parse_variant(spec: str, config_class: type = tp.PretrainConfig) -> tuple[str, dict[str, Any]]:
+    """``"name:field=value,field=value"`` -> (name, overrides of ``config_class``), values typed by the field."""
     from tinypretrain.config.fields import coerce
-    from tinypretrain.config.pretrain import PretrainConfig
 
     name, _, assignments = spec.partition(":")
     overrides: dict[str, Any] = {}
     for item in filter(None, assignments.split(",")):
         key, _, value = item.partition("=")
-        if key not in PretrainConfig.__dataclass_fields__:
-            raise SystemExit(f"Unknown PretrainConfig field {key!r} in --variant {spec!r}.")
-        overrides[key] = coerce(PretrainConfig, key, value)
+        if key not in config_class.__dataclass_fields__:
+            raise SystemExit(f"Unknown {config_class.__name__} field {key!r} in --variant {spec!r}.")
+        overrides[key] = coerce(config_class, key, value)
     return name, overrides

@@ -3,8 +3,10 @@ when a table and the code differ)."""
 
 from pathlib import Path
 
-from tinypretrain import PretrainConfig
+from tinypretrain import PretrainConfig, SFTConfig
 from tinypretrain.config.fields import write_fields_table
 
 if __name__ == "__main__":
-    write_fields_table(PretrainConfig, Path(__file__).resolve().parent / "pretrain.md")
+    docs = Path(__file__).resolve().parent
+    write_fields_table(PretrainConfig, docs / "pretrain.md")
+    write_fields_table(SFTConfig, docs / "sft.md")

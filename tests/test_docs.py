@@ -1,20 +1,24 @@
-"""The docs' field table is generated from PretrainConfig; this test fails when they drift apart."""
+"""The docs' field tables are generated from the config dataclasses; this test fails when they drift apart."""
 
 from pathlib import Path
 
+import pytest
+
+from tinypretrain import PretrainConfig, SFTConfig
 from tinypretrain.config.fields import fields_table
-from tinypretrain.config.pretrain import PretrainConfig
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "pretrain.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def test_field_table_matches_the_code():
-    assert fields_table(PretrainConfig) in DOC.read_text(encoding="utf-8"), (
-        "docs/pretrain.md's field table differs from PretrainConfig: regenerate it with "
+@pytest.mark.parametrize(("config_class", "page"), [(PretrainConfig, "pretrain.md"), (SFTConfig, "sft.md")])
+def test_field_table_matches_the_code(config_class, page):
+    assert fields_table(config_class) in (DOCS / page).read_text(encoding="utf-8"), (
+        f"docs/{page}'s field table differs from {config_class.__name__}: regenerate it with "
         "`python docs/write_tables.py`."
     )
 
 
-def test_every_declared_field_has_help():
-    for name in PretrainConfig.__annotations__:
-        assert PretrainConfig.__dataclass_fields__[name].metadata.get("help"), name
+@pytest.mark.parametrize("config_class", [PretrainConfig, SFTConfig])
+def test_every_declared_field_has_help(config_class):
+    for name in config_class.__annotations__:
+        assert config_class.__dataclass_fields__[name].metadata.get("help"), name

@@ -3,6 +3,7 @@
 from .config.llama import ffn_size, list_presets, make_llama_config
 from .config.pretrain import PretrainConfig
 from .config.settings import resolve_settings
+from .config.sft import SFTConfig
 from .data.collate import causal_collator
 from .data.corpus import generate_stories, story_dataset
 from .data.load import load_text_dataset
@@ -23,6 +24,7 @@ from .version import __version__ as __version__  # re-exported
 __all__ = [
     "PretrainConfig",
     "PretrainResult",
+    "SFTConfig",
     "MuonWithAdamW",
     "PretrainTrainer",
     "TrainingDivergedError",

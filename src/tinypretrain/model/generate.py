@@ -79,9 +79,11 @@ def continue_prompts(
     seed: int | None = None,
     prepend_eos: bool = True,
     max_time: float | None = None,
+    streamer: Any = None,
 ) -> list[Continuation]:
     """``generate``'s continuations alone, each with whether it ended at EOS within ``max_new_tokens`` (the story
-    metrics need to know which stories end); ``max_time`` seconds stop sampling early (transformers' own limit).
+    metrics need to know which stories end); ``max_time`` seconds stop sampling early (transformers' own limit);
+    ``streamer`` (one prompt only) receives tokens as they come, as transformers' ``TextIteratorStreamer`` does.
     ``temperature=0`` means greedy decoding. ``top_p`` must be in (0, 1] and ``top_k`` >= 0 (0: no top-k cut)."""
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] (1 keeps every token), got {top_p}.")
@@ -117,6 +119,7 @@ def continue_prompts(
             eos_token_id=eos,
             pad_token_id=pad,
             max_time=max_time,
+            streamer=streamer,
             **sampling,
         )
     model.train(was_training)
