@@ -64,6 +64,17 @@ def test_sampling_is_seeded_and_leaves_global_rng_alone(model, tokenizer):
     assert a == tp.generate(model, tokenizer, ["Once"], seed=3, max_new_tokens=10)
 
 
+def test_seeded_sampling_in_concurrent_threads_gives_what_it_gives_alone(model, tokenizer):
+    """A page serving two users samples in two threads at once; each seed must still fix its text."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    alone = {seed: tp.generate(model, tokenizer, ["Once upon a time"], max_new_tokens=40, seed=seed) for seed in range(4)}
+    with ThreadPoolExecutor(4) as pool:
+        together = dict(zip(range(4), pool.map(
+            lambda seed: tp.generate(model, tokenizer, ["Once upon a time"], max_new_tokens=40, seed=seed), range(4))))
+    assert together == alone and len({tuple(v) for v in alone.values()}) > 1
+
+
 def test_generation_stops_at_eos(model, tokenizer):
     def favour_eos(module, inputs, logits):  # a model whose next token is always EOS
         logits[..., tokenizer.eos_token_id] += 1e4

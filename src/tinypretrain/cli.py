@@ -28,6 +28,7 @@ from .model.build import load_model
 from .model.evaluate import evaluate
 from .model.generate import SAMPLING, generate
 from .runs.compare import COLUMNS, compare, group_columns, group_runs, plot_runs
+from .runs.play import serve
 from .runs.push import push_run
 from .runs.sweep import sweep
 from .train import run as training
@@ -232,6 +233,10 @@ def _compare(args: argparse.Namespace) -> None:
         print(f"\nPlot of eval bits/byte against tokens and seconds: {args.plot}", file=where)
 
 
+def _play(args: argparse.Namespace) -> None:
+    serve(args.run_dirs, host=args.host, port=args.port)
+
+
 def _push(args: argparse.Namespace) -> None:
     print(f"Pushed {args.run_dir} to {args.repo_id}: {push_run(args.run_dir, args.repo_id, private=args.private)}")
 
@@ -287,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Seeds per cell (seed, seed+1, ...): the table shows mean ± 95%% CI; best-*.yaml takes the "
                     "best mean.")
     sw.add_argument("--output_dir", required=True, help="Folder of the sweep; rerun to resume it.")
+
+    play = sub.add_parser("play", help="A web page to try runs side by side (pip install \"tinypretrain[play]\").")
+    play.add_argument("run_dirs", nargs="+", metavar="RUN", help="Finished run folders, one column each.")
+    play.add_argument("--host", default="127.0.0.1", help="Address to bind (default: this machine only).")
+    play.add_argument("--port", type=int, default=7860)
 
     gen = sub.add_parser("generate", help="Sample stories from a trained model.")
     gen.add_argument("model_dir")
@@ -352,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         "card": lambda: _card(args),
         "compare": lambda: _compare(args),
         "push": lambda: _push(args),
+        "play": lambda: _play(args),
         "tokenizer": lambda: _tokenizer_train(args),
     }
     # Until a run takes over the signals (from its first step to its last write), SIGTERM stops like Ctrl-C.

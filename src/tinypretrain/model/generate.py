@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
+from threading import Lock
 from typing import Any
 
 import torch
@@ -28,6 +30,7 @@ class Sampling:
 
 
 SAMPLING = Sampling()
+_SEEDED = Lock()  # held while a seeded generation draws random numbers
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,10 @@ def continue_prompts(
     sampling = {"top_k": top_k, "top_p": top_p, "temperature": temperature} if do_sample else {}
     was_training = model.training
     model.eval()
-    # A seed makes sampling reproducible without disturbing the caller's global RNG state.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seed is not None):
+    # A seed makes sampling reproducible without disturbing the caller's global RNG state; the lock keeps two seeded
+    # generations in one process (a page serving two users) from drawing from each other's random numbers.
+    with _SEEDED if seed is not None else nullcontext(), \
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         out = model.generate(
