@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,8 @@ from _common import DEFAULT_DATA, machine, parse_variant, print_table, write_jso
 from budget import split_stories
 
 from tinypretrain.config.sft import SFTConfig
+from tinypretrain.data.instruct import request_for
+from tinypretrain.data.load import read_eot_text
 from tinypretrain.utils.stats import format_mean_ci, format_p, mean_ci, welch_p
 
 COLUMNS = ["variant", "seed", "steps", "score_before", "score_after", "gain", "words", "sentence", "dialogue",
@@ -45,6 +48,18 @@ def run_once(base: Path, data: Path, budget: float, seed: int, overrides: dict, 
             **{part: after.get(part) for part in ("words", "sentence", "dialogue")}, "load_1m": os.getloadavg()[0]}
 
 
+def every_part_data(data: Path, folder: Path) -> Path:
+    """``data``'s splits as prompt-completion jsonl files whose requests ask for every part their story allows."""
+    folder.mkdir(parents=True)
+    for split, name in (("train", "train.txt"), ("validation", "validation.txt")):
+        stories = [row["text"] for row in read_eot_text([str(data / name)]) if row["text"].strip()]
+        rng = random.Random(0)
+        rows = [{"prompt": request_for(s, rng, every_part=True).prompt(), "completion": " " + s.strip()}
+                for s in stories]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -54,11 +69,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--selection", type=int, default=500, help="Stories held out of train.txt for the prompts.")
     parser.add_argument("--variant", action="append", help="'name:field=value,...' of SFTConfig (default: defaults).")
+    parser.add_argument("--every_part", action="store_true",
+                        help="Tune on prompt-completion files whose every request asks for every part the story "
+                        "allows (the library's default asks for a random mix).")
     parser.add_argument("--json")
     args = parser.parse_args()
     variants = [parse_variant(v, SFTConfig) for v in args.variant or ["defaults:"]]
     data, _ = split_stories(args.data, args.selection, "selection")
     work = Path(tempfile.mkdtemp(prefix="sft-bench-"))
+    tune_data = every_part_data(data, work / "every-part") if args.every_part else data
     base = args.base
     if base is None:
         base = work / "base"
@@ -67,7 +86,7 @@ def main() -> None:
     rows = []
     for name, overrides in variants:
         for seed in range(args.seeds):
-            rows.append({"variant": name, **run_once(base, data, args.sft_time, seed, overrides,
+            rows.append({"variant": name, **run_once(base, tune_data, args.sft_time, seed, overrides,
                                                       work / f"{name.replace(' ', '_')}-{seed}")})
             print_table(rows[-1:], COLUMNS)
     print_table(rows, COLUMNS)
@@ -81,6 +100,7 @@ def main() -> None:
     print_table([{**s, "p_vs_first": format_p(s["p_vs_first"])} for s in summary], ["variant", "n", "gain",
                                                                                     "p_vs_first"])
     write_json(args.json, {"machine": machine(), "base": str(base), "base_time": args.base_time,
+                           "every_part": args.every_part,
                            "sft_time": args.sft_time, "rows": rows, "summary": summary,
                            "command": " ".join(sys.argv)})
 

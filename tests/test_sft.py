@@ -38,13 +38,15 @@ def test_a_prompt_says_what_it_asks_for(words, sentence, dialogue):
     assert request_of(prompt) == request
 
 
-@given(st.integers(0, 10_000))
-def test_requests_built_from_a_story_are_met_by_that_story(seed):
+@given(st.integers(0, 10_000), st.booleans())
+def test_requests_built_from_a_story_are_met_by_that_story(seed, every_part):
     story = tp.generate_stories(1, seed=seed)[0]
-    request = request_for(story, random.Random(seed))
+    request = request_for(story, random.Random(seed), every_part=every_part)
     met = parts_met(request, story)
     assert met and all(hit == asked for hit, asked in met.values())  # the story itself fulfils all it asks
     assert not any(w[0].isupper() or w in ("the", "and", "was") for w in request.words)
+    if every_part:
+        assert request.words and request.sentence and request.dialogue == ('"' in story)
 
 
 def test_tinystories_instruct_texts_split_at_story():

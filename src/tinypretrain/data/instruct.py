@@ -55,9 +55,10 @@ def request_of(prompt: str) -> Request:
     return Request(words, sentence, dialogue)
 
 
-def request_for(story: str, rng: random.Random) -> Request:
-    """A seeded request that ``story`` fulfils: a random non-empty mix of 3 of its content words (never names), one of
-    its sentences, and Dialogue when it has quoted speech (each part only where the story allows it)."""
+def request_for(story: str, rng: random.Random, every_part: bool = False) -> Request:
+    """A seeded request that ``story`` fulfils: a random non-empty mix (with ``every_part``: all) of 3 of its content
+    words (never names), one of its sentences, and Dialogue when it has quoted speech (each part only where the story
+    allows it)."""
     names = {w.lower() for w in _WORD.findall(story) if w[0].isupper()}  # names, and words that open sentences
     content = sorted({w for w in map(str.lower, _WORD.findall(story)) if len(w) > 2} - STOPWORDS - names)
     sentences = [s.strip() for s in _SENTENCE.findall(story) if 4 <= len(s.split()) <= 20 and '"' not in s]
@@ -65,7 +66,7 @@ def request_for(story: str, rng: random.Random) -> Request:
     offered = [part for part, ok in possible.items() if ok]
     if not offered:
         return Request()
-    chosen = set(rng.sample(offered, rng.randint(1, len(offered))))
+    chosen = set(offered if every_part else rng.sample(offered, rng.randint(1, len(offered))))
     return Request(
         words=tuple(rng.sample(content, 3)) if "words" in chosen else (),
         sentence=rng.choice(sentences) if "sentence" in chosen else None,
