@@ -1,2 +1,2 @@
-"""Settings, resolved once: model shapes and presets, the PretrainConfig dataclass, recipes, and the order
-in which given values, recipes, budgets and devices fill each field."""
+"""Settings, resolved once: model shapes and presets, PretrainConfig and SFTConfig, recipes, and the order
+in which given values, recipes, budgets, the base and devices fill each field."""

@@ -1,2 +1,2 @@
 """From text to training rows: corpora, loading files or hub datasets, tokenizers, tokenize/truncate/pack,
-and the collator that turns rows into batches."""
+instruction examples, and the collator that turns rows into batches."""

@@ -1,2 +1,2 @@
-"""The model and what it computes: building and initialising a LLaMA, the loss, the optimizer, FLOP counts,
-generation and evaluation."""
+"""The model and what it computes: building, initialising or loading a LLaMA, the loss, the optimizer,
+FLOP counts, generation, evaluation and the instruction score."""
