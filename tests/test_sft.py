@@ -157,3 +157,20 @@ def test_sft_refuses_a_missing_base_and_packing(tmp_path, capsys):
     assert "base is required" in capsys.readouterr().err
     assert main(["sft", "b", "--packing", "pack"]) == 2
     assert "leave packing at 'truncate'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sft_learns_what_its_prompts_decide(base, tmp_path):
+    """The whole pipeline (masked prompt, completion loss, held-out scoring) on a task the prompt alone decides: after
+    tuning, the model writes the word it is asked for; the base does not."""
+    rng = random.Random(0)
+    words = "dog cat ball tree sun moon fish bird cake hat".split()
+    rows = [{"prompt": f"Words: {w}\nStory:", "completion": f" The {w} is here. I like the {w}."}
+            for w in (rng.choice(words) for _ in range(400))]
+    data = tmp_path / "copy.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["sft", str(base), "--dataset", str(data), "--max_steps", "150", "--learning_rate", "3e-3",
+                 "--heldout_prompts", "20", "--max_eval_samples", "8", "--num_samples", "0",
+                 "--story_max_new_tokens", "12", "--output_dir", str(tmp_path / "sft")]) == 0
+    sft = json.loads((tmp_path / "sft" / "run.json").read_text())["sft"]
+    assert sft["score_before"] < 0.5 and sft["score_after"] >= 0.9, sft
