@@ -43,9 +43,7 @@ def load_texts(cfg: PretrainConfig) -> RunTexts:
         return load_instructions(cfg)
     if cfg.dataset is None:
         train = story_dataset(cfg.builtin_stories, seed=cfg.seed)
-        seen = set(train["text"])
-        extra = story_dataset(cfg.eval_size * 3, seed=cfg.seed + 1)["text"]
-        held_out = [t for t in dict.fromkeys(extra) if t not in seen][: cfg.eval_size]
+        held_out = _unseen_stories(set(train["text"]), cfg.eval_size, cfg.seed + 1)
         texts = _eval_texts(held_out, cfg, "the built-in story generator")
         return RunTexts(train, texts, f"{len(texts)} generated stories (seed {cfg.seed + 1}) that are not in train")
 
@@ -92,9 +90,7 @@ def load_instructions(cfg: SFTConfig) -> RunTexts:
     its train split, else stories generated with another seed."""
     if cfg.dataset is None:
         stories = story_dataset(cfg.builtin_stories, seed=cfg.seed)["text"]
-        seen = set(stories)
-        extra = generate_stories(cfg.heldout_prompts * 3, seed=cfg.seed + 1)
-        held = [t for t in dict.fromkeys(extra) if t not in seen][: cfg.heldout_prompts]
+        held = _unseen_stories(set(stories), cfg.heldout_prompts, cfg.seed + 1)
         train, held_out = Dataset.from_dict(instruct_examples(stories, cfg.seed)), instruct_examples(held, cfg.seed + 1)
         source = f"{len(held)} generated stories (seed {cfg.seed + 1}) that are not in train"
     else:
@@ -114,6 +110,11 @@ def load_instructions(cfg: SFTConfig) -> RunTexts:
     pairs = list(zip(held_out["prompt"], held_out["completion"]))
     texts = [prompt + completion for prompt, completion in pairs][: cfg.max_eval_samples]
     return RunTexts(train, texts, source, prompts=[prompt for prompt, _ in pairs])
+
+
+def _unseen_stories(seen: set[str], n: int, seed: int) -> list[str]:
+    """``n`` built-in stories of another ``seed`` that are not in ``seen`` (the generator repeats some)."""
+    return [t for t in dict.fromkeys(generate_stories(n * 3, seed=seed)) if t not in seen][:n]
 
 
 def _instruction_rows(ds: Dataset, cfg: SFTConfig) -> Dataset:
