@@ -1,4 +1,5 @@
-"""Command line: ``tinypretrain train | sweep | generate | eval | card | compare | push | tokenizer train``."""
+"""Command line: ``tinypretrain train | sft | sweep | generate | eval | card | compare | play | push |
+tokenizer train``: argument parsing only; each command calls the library."""
 
 from __future__ import annotations
 
