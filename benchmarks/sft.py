@@ -23,6 +23,7 @@ from pathlib import Path
 from _common import DEFAULT_DATA, machine, parse_variant, print_table, write_json
 from budget import split_stories
 
+import tinypretrain as tp
 from tinypretrain.config.sft import SFTConfig
 from tinypretrain.data.instruct import request_for
 from tinypretrain.data.load import read_eot_text
@@ -48,6 +49,13 @@ def run_once(base: Path, data: Path, budget: float, seed: int, overrides: dict, 
             **{part: after.get(part) for part in ("words", "sentence", "dialogue")}, "load_1m": os.getloadavg()[0]}
 
 
+def builtin_corpus(stories: int) -> Path:
+    """A folder whose train.txt holds ``stories`` built-in stories (seed 0), as the shared sample's does."""
+    folder = Path(tempfile.mkdtemp(prefix="sft-builtin-"))
+    (folder / "train.txt").write_text("".join(f"{s}\n<|endoftext|>\n" for s in tp.generate_stories(stories, seed=0)))
+    return folder
+
+
 def every_part_data(data: Path, folder: Path) -> Path:
     """``data``'s splits as prompt-completion jsonl files whose requests ask for every part their story allows."""
     folder.mkdir(parents=True)
@@ -62,7 +70,8 @@ def every_part_data(data: Path, folder: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", default=str(DEFAULT_DATA),
+                        help="A folder with train.txt, or 'builtin': 12,500 stories of tinypretrain's generator.")
     parser.add_argument("--base", type=Path, help="A base run folder (default: pretrain one for --base_time).")
     parser.add_argument("--base_time", type=float, default=120.0, help="Seconds of pretraining for the base.")
     parser.add_argument("--sft_time", type=float, default=120.0, help="Seconds of instruction tuning per run.")
@@ -75,7 +84,8 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     variants = [parse_variant(v, SFTConfig) for v in args.variant or ["defaults:"]]
-    data, _ = split_stories(args.data, args.selection, "selection")
+    source = builtin_corpus(12_500) if args.data == "builtin" else Path(args.data)
+    data, _ = split_stories(source, args.selection, "selection")
     work = Path(tempfile.mkdtemp(prefix="sft-bench-"))
     tune_data = every_part_data(data, work / "every-part") if args.every_part else data
     base = args.base
@@ -99,7 +109,7 @@ def main() -> None:
                         "ci95": half, "p_vs_first": welch_p(gains, first) if name != variants[0][0] else None})
     print_table([{**s, "p_vs_first": format_p(s["p_vs_first"])} for s in summary], ["variant", "n", "gain",
                                                                                     "p_vs_first"])
-    write_json(args.json, {"machine": machine(), "base": str(base), "base_time": args.base_time,
+    write_json(args.json, {"machine": machine(), "data": args.data, "base": str(base), "base_time": args.base_time,
                            "every_part": args.every_part,
                            "sft_time": args.sft_time, "rows": rows, "summary": summary,
                            "command": " ".join(sys.argv)})
