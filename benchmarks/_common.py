@@ -129,6 +129,12 @@ def machine() -> dict[str, Any]:
     }
 
 
+def eot_text(stories: list[str]) -> str:
+    """``stories`` as a .txt corpus in TinyStories' layout (each followed by an ``<|endoftext|>`` line), as
+    ``tinypretrain.data.load.read_eot_text`` reads it."""
+    return "".join(f"{s}\n<|endoftext|>\n" for s in stories)
+
+
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     """Print ``rows`` as the markdown table RESULTS.md quotes (tinypretrain's one table writer)."""
     print(markdown_table(rows, columns), end="", flush=True)

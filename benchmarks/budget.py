@@ -23,7 +23,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DEFAULT_DATA, machine, parse_variant, print_table, seed_recipe_trainer, tokenizer_for, write_json
+from _common import (
+    DEFAULT_DATA,
+    eot_text,
+    machine,
+    parse_variant,
+    print_table,
+    seed_recipe_trainer,
+    tokenizer_for,
+    write_json,
+)
 from transformers import LlamaForCausalLM, TrainerCallback
 
 import tinypretrain as tp
@@ -41,12 +50,12 @@ def split_stories(data: Path, selection: int, score_on: str) -> tuple[Path, list
     """A dataset folder whose train split excludes the selection stories, and the texts to score on."""
     stories = [row["text"] for row in read_eot_text([str(data / "train.txt")]) if row["text"].strip()]
     folder = Path(tempfile.mkdtemp(prefix="budget-data-"))
-    (folder / "train.txt").write_text("".join(f"{s}\n<|endoftext|>\n" for s in stories[:-selection]))
+    (folder / "train.txt").write_text(eot_text(stories[:-selection]))
     if score_on == "valid":
         scored = [r["text"] for r in read_eot_text([str(data / "valid.txt")]) if r["text"].strip()]
     else:
         scored = stories[-selection:]
-    (folder / "validation.txt").write_text("".join(f"{s}\n<|endoftext|>\n" for s in scored[:500]))
+    (folder / "validation.txt").write_text(eot_text(scored[:500]))
     return folder, scored
 
 

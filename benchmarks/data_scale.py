@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import machine, print_table, write_json
+from _common import eot_text, machine, print_table, write_json
 
 import tinypretrain as tp
 
@@ -59,7 +59,7 @@ def main() -> None:
         with corpus.open("w", encoding="utf-8") as handle:
             for start in range(0, n, 50_000):
                 stories = tp.generate_stories(min(50_000, n - start), seed=start)
-                handle.write("".join(f"{s}\n<|endoftext|>\n" for s in stories))
+                handle.write(eot_text(stories))
         env = {**os.environ, "HF_DATASETS_CACHE": str(work / f"cache-{n}")}
         load = os.getloadavg()[0]
         proc = subprocess.run([sys.executable, "-c", CHILD, str(corpus.parent), str(tokenizer), str(args.block)],

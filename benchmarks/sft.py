@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import DEFAULT_DATA, machine, parse_variant, print_table, write_json
+from _common import DEFAULT_DATA, eot_text, machine, parse_variant, print_table, write_json
 from budget import split_stories
 
 import tinypretrain as tp
@@ -52,7 +52,7 @@ def run_once(base: Path, data: Path, budget: float, seed: int, overrides: dict, 
 def builtin_corpus(stories: int) -> Path:
     """A folder whose train.txt holds ``stories`` built-in stories (seed 0), as the shared sample's does."""
     folder = Path(tempfile.mkdtemp(prefix="sft-builtin-"))
-    (folder / "train.txt").write_text("".join(f"{s}\n<|endoftext|>\n" for s in tp.generate_stories(stories, seed=0)))
+    (folder / "train.txt").write_text(eot_text(tp.generate_stories(stories, seed=0)))
     return folder
 
 
