@@ -4,7 +4,8 @@ import shlex
 import pytest
 
 import tinypretrain as tp
-from tinypretrain.cli import main, train_config
+from tinypretrain.cli import main
+from tinypretrain.config.argv import train_config
 from tinypretrain.train.records import reproduce_command
 
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 import tinypretrain as tp
 import tinypretrain.train.run as train_module
-from tinypretrain.cli import main, train_config
+from tinypretrain.cli import main
+from tinypretrain.config.argv import train_config
 from tinypretrain.config.settings import resolve_settings
 
 # Fields that a recipe, the budget or the device also set, each with its library default and another value.

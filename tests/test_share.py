@@ -15,7 +15,8 @@ from huggingface_hub import ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
 import tinypretrain as tp
-from tinypretrain.cli import main, train_config
+from tinypretrain.cli import main
+from tinypretrain.config.argv import train_config
 from tinypretrain.model.evaluate import STORY_METRICS
 from tinypretrain.runs.compare import COLUMNS, compare
 from tinypretrain.runs.push import PUSHED_FILES, push_run
@@ -193,11 +194,12 @@ class LocalHub:
     def create_repo(self, repo_id, private=False, exist_ok=False):
         (self.root / repo_id).mkdir(parents=True, exist_ok=exist_ok)
 
-    def upload_folder(self, repo_id, folder_path, allow_patterns=None, ignore_patterns=None, commit_message=None):
+    def upload_folder(self, repo_id, folder_path, allow_patterns=None, ignore_patterns=None, commit_message=None,
+                      path_in_repo=""):
         folder = Path(folder_path)
         files = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
         for name in filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns):
-            target = self.root / repo_id / name
+            target = self.root / repo_id / path_in_repo / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(folder / name, target)
         return f"local://{repo_id}"

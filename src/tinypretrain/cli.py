@@ -1,11 +1,9 @@
-"""Command line: ``tinypretrain train | sft | sweep | generate | eval | card | compare | play | push |
+"""Command line: ``tinypretrain train | sft | sweep | generate | eval | card | compare | play | export | push |
 tokenizer train``: argument parsing only; each command calls the library."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import difflib
 import json
 import logging
 import shlex
@@ -19,8 +17,7 @@ import torch
 from accelerate import PartialState
 from transformers import HfArgumentParser
 
-from .config.fields import nullable, read_config_file
-from .config.pretrain import PretrainConfig
+from .config.argv import base_as_flag, config_from_argv, config_parser, sft_parser, train_parser
 from .config.settings import resolve_settings, settings_table
 from .config.sft import SFTConfig
 from .data.load import load_text_dataset
@@ -29,6 +26,7 @@ from .model.build import load_model
 from .model.evaluate import evaluate
 from .model.generate import SAMPLING, generate
 from .runs.compare import COLUMNS, compare, group_columns, group_runs, plot_runs
+from .runs.export import export_run
 from .runs.play import serve
 from .runs.push import push_run
 from .runs.sweep import sweep
@@ -46,106 +44,8 @@ USAGE_ERROR, BUG = 2, 1
 USER_ERRORS = (ValueError, OSError, TrainingDivergedError, torch.OutOfMemoryError)
 
 
-_UNSET = object()
-
-
-def _config_parser(prog: str, description: str, config_class: type[PretrainConfig] = PretrainConfig
-                   ) -> HfArgumentParser:
-    """Every field of ``config_class`` as a flag, plus an optional config file anywhere among them."""
-    parser = HfArgumentParser(config_class, prog=prog, description=description, allow_abbrev=False)
-    parser.add_argument("config_file", nargs="?", default=None, help="A YAML/JSON file of fields; flags override it.")
-    return parser
-
-
-def _config_from_argv(parser: HfArgumentParser, argv: list[str]) -> tuple[PretrainConfig, argparse.Namespace]:
-    """A PretrainConfig from ``[config.yaml] [--field value ...]`` (given: the file's keys, then the flags), and the
-    parsed namespace for the command's own flags."""
-    config_class = parser.dataclass_types[0]
-    argv, nones = _take_nones(argv, config_class)
-    # argparse fills a namespace attribute only when it is absent: pre-set, a flag not typed keeps _UNSET.
-    names = [f.name for f in dataclasses.fields(config_class) if f.init]
-    namespace, unknown = parser.parse_known_args(argv, namespace=argparse.Namespace(**dict.fromkeys(names, _UNSET)))
-    if unknown:
-        raise ValueError(_unknown_flags(parser, unknown))
-    flags = {**{k: v for k, v in vars(namespace).items() if k in names and v is not _UNSET}, **nones}
-    from_file = read_config_file(namespace.config_file) if namespace.config_file else {}
-    cfg = config_class.from_dict({**from_file, **flags}, source=namespace.config_file or "flags")
-    return cfg, namespace
-
-
-def _take_nones(argv: list[str], config_class: type[PretrainConfig]) -> tuple[list[str], dict[str, None]]:
-    """Pull ``--field None`` (or ``null``) out of ``argv`` for fields that accept None, as YAML and Python can:
-    HfArgumentParser types an ``int | None`` flag as int, which rejects the word."""
-    rest, nones, i = [], {}, 0
-    while i < len(argv):
-        name, eq, value = argv[i].removeprefix("--").partition("=")
-        if not eq and i + 1 < len(argv):
-            value = argv[i + 1]
-        declared = name in config_class.__dataclass_fields__
-        if argv[i].startswith("--") and declared and nullable(config_class, name) and value in ("None", "null"):
-            nones[name] = None
-            i += 1 if eq else 2
-            continue
-        rest.append(argv[i])
-        i += 1
-    return rest, nones
-
-
-def _unknown_flags(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
-    flags = [flag for flag in unknown if flag.startswith("-")] or unknown
-    known = [o for o in parser.format_usage().replace("[", " ").replace("]", " ").split() if o.startswith("--")]
-    hints = []
-    for flag in flags:
-        close = difflib.get_close_matches(flag.split("=")[0], known, n=1)
-        hints.append(f"{flag} (did you mean {close[0]}?)" if close else flag)
-    return f"unrecognized arguments: {', '.join(hints)}; see --help for the valid flags."
-
-
-def _train_parser() -> HfArgumentParser:
-    parser = _config_parser(
-        "tinypretrain train",
-        "Pretrain a tiny LLaMA. With no arguments: the built-in story corpus, a CPU-sized model, a few minutes. "
-        "An optional argument is a YAML/JSON file of these fields; flags override it.",
-    )
-    return _with_print_config(parser)
-
-
-def _sft_parser() -> HfArgumentParser:
-    parser = _config_parser(
-        "tinypretrain sft BASE",
-        "Fine-tune BASE (a run folder or a hub id) on TinyStories-Instruct-style instructions into a new run folder: "
-        "prompts of Words, Sentence and Features: Dialogue, then Story:, with the loss on the story only. With no "
-        "dataset: instructions built from the built-in stories. An optional argument is a YAML/JSON file of these "
-        "fields; flags override it.",
-        SFTConfig,
-    )
-    return _with_print_config(parser)
-
-
-def _with_print_config(parser: HfArgumentParser) -> HfArgumentParser:
-    parser.add_argument("--print_config", action="store_true",
-                        help="Print every resolved setting with its source (explicit, recipe, budget, device, default) "
-                        "and exit; nothing is written.")
-    return parser
-
-
-def train_config(argv: list[str]) -> PretrainConfig:
-    """The PretrainConfig that ``tinypretrain train ARGV`` trains with, before the device's choices."""
-    return _config_from_argv(_train_parser(), argv)[0]
-
-
-def sft_config(argv: list[str]) -> SFTConfig:
-    """The SFTConfig that ``tinypretrain sft ARGV`` trains with, before the device's choices."""
-    return _config_from_argv(_sft_parser(), _base_as_flag(argv))[0]
-
-
-def _base_as_flag(argv: list[str]) -> list[str]:
-    """``sft BASE ...`` as ``sft --base BASE ...`` (a YAML file after BASE stays the config file)."""
-    return ["--base", argv[0], *argv[1:]] if argv and not argv[0].startswith("-") else argv
-
-
 def _train(argv: list[str], parser: HfArgumentParser) -> None:
-    cfg, namespace = _config_from_argv(parser, argv)
+    cfg, namespace = config_from_argv(parser, argv)
     if namespace.print_config:
         print(settings_table(resolve_settings(cfg)))
         return
@@ -175,7 +75,7 @@ def _score(value: float | None) -> str:
 
 
 def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
-    base, _ = _config_from_argv(_config_parser("tinypretrain sweep", "Fields shared by every cell of the sweep."), rest)
+    base, _ = config_from_argv(config_parser("tinypretrain sweep", "Fields shared by every cell of the sweep."), rest)
     try:
         rows = sweep(base, args.output_dir, args.presets, args.budgets, budget_kind=args.budget_kind,
                      vocab_sizes=args.vocab_sizes, learning_rates=args.learning_rates, seeds=args.seeds)
@@ -236,6 +136,13 @@ def _compare(args: argparse.Namespace) -> None:
 
 def _play(args: argparse.Namespace) -> None:
     serve(args.run_dirs, host=args.host, port=args.port)
+
+
+def _export(args: argparse.Namespace) -> None:
+    done = export_run(args.run_dir, args.format, dtype=args.dtype, output=args.output, with_past=args.with_past)
+    checks = ", ".join(f"{k} {v:.2g}" if isinstance(v, float) else f"{k} {v}" for k, v in done.checks.items())
+    print(f"Exported {args.run_dir} to {done.path} ({done.format} {done.dtype}, {done.bytes / 2**20:.1f} MiB, "
+          f"{done.seconds:.0f}s); checked: {checks}")
 
 
 def _push(args: argparse.Namespace) -> None:
@@ -328,6 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--group_by", nargs="+", metavar="FIELD",
                      help="Group runs by these settings: n, mean ± 95%% CI and Welch's p against the first group.")
 
+    export = sub.add_parser("export", help="Write a finished run as GGUF (llama.cpp, Ollama) or ONNX (ONNX Runtime, "
+                            "transformers.js), checked against the model (pip install \"tinypretrain[export]\").")
+    export.add_argument("run_dir")
+    export.add_argument("--format", required=True, choices=["gguf", "onnx"])
+    export.add_argument("--dtype", default="f32", help="Weights: f32, f16 or bf16 (GGUF only). Default: f32.")
+    export.add_argument("--output", default=None,
+                        help="Where to write (default: RUN/export/model-<dtype>.gguf or RUN/export/onnx/).")
+    export.add_argument("--with_past", action="store_true",
+                        help="ONNX: take and return the key/value cache (what transformers.js runs).")
+
     push = sub.add_parser("push", help="Upload a finished run (card, weights, tokenizer, run.json, plot) to the hub.")
     push.add_argument("run_dir")
     push.add_argument("--repo_id", required=True, help="Hub model repo, e.g. your-name/tinystories-2m.")
@@ -355,13 +272,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     handlers = {
-        "train": lambda: _train(rest, _train_parser()),
-        "sft": lambda: _train(_base_as_flag(rest), _sft_parser()),
+        "train": lambda: _train(rest, train_parser()),
+        "sft": lambda: _train(base_as_flag(rest), sft_parser()),
         "sweep": lambda: _sweep(args, rest),
         "generate": lambda: _generate(args),
         "eval": lambda: _eval(args),
         "card": lambda: _card(args),
         "compare": lambda: _compare(args),
+        "export": lambda: _export(args),
         "push": lambda: _push(args),
         "play": lambda: _play(args),
         "tokenizer": lambda: _tokenizer_train(args),

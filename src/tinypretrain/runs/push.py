@@ -1,4 +1,4 @@
-"""Pushing a finished run folder to the hub: its card, weights, tokenizer and record, never checkpoints."""
+"""Pushing a finished run folder to the hub: its card, weights, tokenizer, record and exports, never checkpoints."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ PUSHED_FILES = [
 
 
 PUSH_IGNORED = ["*/*"]  # top-level files only: the patterns' "*" also matches checkpoint-N/model.safetensors
+EXPORT_IGNORED = [".*", "*/.*"]  # export/ goes whole (GGUF, ONNX, exports.json), less any unfinished temporary
 
 
 def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, token: str | None = None,
              api: Any = None) -> str:
-    """Upload a finished run folder's ``PUSHED_FILES`` to the hub model repo ``repo_id`` (created if needed) with
-    ``huggingface_hub.HfApi.upload_folder``, after rewriting its card to load from ``repo_id`` (a card the user
+    """Upload a finished run folder's ``PUSHED_FILES`` and ``export/`` to the hub model repo ``repo_id`` (created if
+    needed) with ``huggingface_hub.HfApi.upload_folder``, after rewriting its card to load from ``repo_id`` (a card the user
     edited is pushed as it is); returns the commit URL. ``api`` replaces ``HfApi(token=token)`` (tests pass a local
     stand-in, as the hub can't be reached there)."""
     from huggingface_hub import HfApi, get_token
@@ -47,6 +48,9 @@ def push_run(run_dir: str | Path, repo_id: str, *, private: bool = False, token:
         refresh_model_card(run_dir, repo_id)  # once the hub answered: a failed push leaves the folder as it was
         commit = api.upload_folder(repo_id=repo_id, folder_path=str(run_dir), allow_patterns=PUSHED_FILES,
                                    ignore_patterns=PUSH_IGNORED, commit_message="Upload a tinypretrain run")
+        if (Path(run_dir) / "export").is_dir():  # a second commit: one pattern list cannot keep export/ but not the rest
+            api.upload_folder(repo_id=repo_id, folder_path=str(Path(run_dir) / "export"), path_in_repo="export",
+                              ignore_patterns=EXPORT_IGNORED, commit_message="Upload tinypretrain exports")
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else None
         hint = {401: "your token is invalid: run `hf auth login`", 403: "your token cannot write to it"}.get(status, "")

@@ -71,6 +71,16 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     return record
 
 
+EXPORTS_RECORD = "exports.json"  # in RUN/export: what `tinypretrain export` wrote and what its checks measured
+
+
+def read_exports(run_dir: str | Path, *, existing_only: bool = True) -> list[dict[str, Any]]:
+    """The exports recorded in ``RUN/export/exports.json`` (by default only those whose files are still there)."""
+    path = Path(run_dir) / "export" / EXPORTS_RECORD
+    entries = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    return [e for e in entries if not existing_only or (Path(run_dir) / e["path"]).exists()]
+
+
 def model_card(run_dir: str | Path, repo_id: str | None = None) -> ModelCard:
     """The model card of a finished run, from its run.json. ``repo_id`` names the model in the loading snippet
     (default: the folder's path)."""
@@ -103,7 +113,7 @@ def model_card(run_dir: str | Path, repo_id: str | None = None) -> ModelCard:
         datasets=[hub_dataset] if hub_dataset else None,
         eval_results=results,
     )
-    body = "\n\n".join(_sections(name, repo_id or str(Path(run_dir).resolve()), record))
+    body = "\n\n".join(_sections(name, repo_id or str(Path(run_dir).resolve()), record, read_exports(run_dir)))
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}\n")
 
 
@@ -153,7 +163,7 @@ def _quote(text: str) -> str:
     return "\n".join(f"> {line}" for line in text.splitlines() or [""])
 
 
-def _sections(name: str, model_id: str, record: dict[str, Any]) -> list[str]:
+def _sections(name: str, model_id: str, record: dict[str, Any], exports: list[dict[str, Any]]) -> list[str]:
     cfg, metrics, run, versions = record["config"], record["metrics"], record["run"], record["versions"]
     compute = record["compute"]
     model, data, params = cfg["model_config"], run["data"], run["parameters"]
@@ -260,6 +270,7 @@ def _sections(name: str, model_id: str, record: dict[str, Any]) -> list[str]:
         f'prompt = tokenizer(tokenizer.eos_token + "{prompt}", return_tensors="pt", add_special_tokens=False)\n'
         f"out = model.generate(**prompt, {SAMPLING.as_kwargs()})\n"
         "print(tokenizer.decode(out[0], skip_special_tokens=True))\n```",
+        *([_exports_section(exports)] if exports else []),
         f"## Reproduce\n\n```bash\npip install tinypretrain=={versions['tinypretrain']}\n{run['command']}\n```\n\n"
         + "Versions: "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
@@ -280,4 +291,18 @@ def _instruction_section(sft: dict[str, Any], seed: int) -> str:
         + markdown_table(rows, ("part", "before", "after")).rstrip("\n")
         + (f"\n\n{sft['truncated_examples']:,} training examples were longer than max_length and had their "
            "completion cut." if sft["truncated_examples"] else "")
+    )
+
+
+def _exports_section(exports: list[dict[str, Any]]) -> str:
+    rows = [{"file": f"`{e['path']}`", "format": e["format"], "dtype": e["dtype"], "MiB": round(e["bytes"] / 2**20, 2),
+             "max logit difference": f"{e['checks']['max_logit_diff']:.2g}", "exported": e["exported"]} for e in exports]
+    usage = {"gguf": "llama.cpp: `llama-cli -m {path} -p \"Once upon a time\" -n 200`",
+             "onnx": "ONNX Runtime or transformers.js: the folder `{path}` (see tinypretrain's docs/export.md)"}
+    lines = [usage[e["format"]].format(path=e["path"]) for e in exports]
+    return (
+        "## Exports\n\nWritten by `tinypretrain export`, each checked against this model before it was kept (logits "
+        "on 8 stories; for GGUF the tokenizer's ids on 200, for ONNX greedy decoding).\n\n"
+        + markdown_table(rows, ("file", "format", "dtype", "MiB", "max logit difference", "exported")).rstrip("\n")
+        + "\n\n" + "\n".join(f"- {line}" for line in dict.fromkeys(lines))
     )
