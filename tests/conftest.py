@@ -1,7 +1,9 @@
 import copy
+import shutil
 from pathlib import Path
 
 import pytest
+from huggingface_hub.utils import filter_repo_objects
 
 import tinypretrain as tp
 
@@ -33,3 +35,29 @@ def tinystories_dir() -> Path:
     if not (SHARED_TINYSTORIES / "train.txt").exists():
         pytest.skip("../shared/data/tinystories is not present")
     return SHARED_TINYSTORIES
+
+
+class LocalHub:
+    """Stands in for HfApi: a repo is a folder under ``root``; upload_folder copies what the hub would receive,
+    chosen by huggingface_hub's own pattern filter."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def create_repo(self, repo_id, private=False, exist_ok=False):
+        (self.root / repo_id).mkdir(parents=True, exist_ok=exist_ok)
+
+    def upload_folder(self, repo_id, folder_path, allow_patterns=None, ignore_patterns=None, commit_message=None,
+                      path_in_repo=""):
+        folder = Path(folder_path)
+        files = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
+        for name in filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns):
+            target = self.root / repo_id / path_in_repo / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / name, target)
+        return f"local://{repo_id}"
+
+
+@pytest.fixture
+def local_hub(tmp_path) -> LocalHub:
+    return LocalHub(tmp_path / "hub")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
-from huggingface_hub.utils import filter_repo_objects
 
 import tinypretrain as tp
 from tinypretrain.cli import main
@@ -119,7 +118,7 @@ def test_card_command_rewrites_the_card_and_refuses_a_non_run(runs, tmp_path, ca
     assert code == 2 and "no run.json" in err and len(err.strip().splitlines()) == 2
 
 
-def test_an_edited_or_foreign_card_is_never_replaced_unasked(runs, tmp_path, capsys):
+def test_an_edited_or_foreign_card_is_never_replaced_unasked(runs, tmp_path, capsys, local_hub):
     run = Path(shutil.copytree(runs[0], tmp_path / "run"))
     card = run / "README.md"
     assert is_unedited_card(card)
@@ -127,7 +126,7 @@ def test_an_edited_or_foreign_card_is_never_replaced_unasked(runs, tmp_path, cap
     edited = card.read_text()
     code, _, err = _cli(capsys, "card", run)
     assert code == 2 and "was edited" in err and card.read_text() == edited
-    push_run(run, "me/edited", api=LocalHub(tmp_path / "hub"))  # pushed as the user left it
+    push_run(run, "me/edited", api=local_hub)  # pushed as the user left it
     assert (tmp_path / "hub" / "me" / "edited" / "README.md").read_text() == card.read_text() == edited
     card.write_text("# A card I wrote myself\n")
     assert _cli(capsys, "card", run)[0] == 2 and card.read_text() == "# A card I wrote myself\n"
@@ -184,32 +183,11 @@ def test_compare_names_a_damaged_log_and_a_plot_path_that_is_not_a_png(runs, tmp
     assert not (tmp_path / "c.jpg").exists() and not (tmp_path / "c.png").exists()
 
 
-class LocalHub:
-    """Stands in for HfApi: a repo is a folder under ``root``; upload_folder copies what the hub would receive,
-    chosen by huggingface_hub's own pattern filter."""
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    def create_repo(self, repo_id, private=False, exist_ok=False):
-        (self.root / repo_id).mkdir(parents=True, exist_ok=exist_ok)
-
-    def upload_folder(self, repo_id, folder_path, allow_patterns=None, ignore_patterns=None, commit_message=None,
-                      path_in_repo=""):
-        folder = Path(folder_path)
-        files = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
-        for name in filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns):
-            target = self.root / repo_id / path_in_repo / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(folder / name, target)
-        return f"local://{repo_id}"
-
-
-def test_push_uploads_the_model_not_the_checkpoints(runs, tmp_path):
+def test_push_uploads_the_model_not_the_checkpoints(runs, local_hub):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    url = push_run(runs[0], "me/tiny", api=LocalHub(tmp_path))
-    repo = tmp_path / "me" / "tiny"
+    url = push_run(runs[0], "me/tiny", api=local_hub)
+    repo = local_hub.root / "me" / "tiny"
     pushed = {str(p.relative_to(repo)) for p in repo.rglob("*")}
     assert url == "local://me/tiny"
     assert {"README.md", "model.safetensors", "config.json", "tokenizer.json", "run.json", "loss.png"} <= pushed

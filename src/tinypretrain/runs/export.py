@@ -20,7 +20,7 @@ from ..model.build import load_model
 from ..model.generate import generate
 from ..train.card import EXPORTS_RECORD, read_exports, refresh_model_card
 from ..utils.io import atomic_dir, atomic_write_json, check_replaceable
-from .gguf import write_gguf, written_by_us
+from .gguf import check_llama, write_gguf, written_by_us
 from .onnx import past_names, write_onnx
 
 DTYPES = {"gguf": ("f32", "f16", "bf16"), "onnx": ("f32", "f16")}
@@ -62,12 +62,15 @@ def export_run(run_dir: str | Path, fmt: str, *, dtype: str = "f32", output: str
     missing = [name for name in NEEDS[fmt] if importlib.util.find_spec(name) is None]
     if missing:
         raise ValueError(f"{fmt} export needs {', '.join(missing)}: pip install \"tinypretrain[export]\"")
-    model, tokenizer = load_model(run_dir)  # names a folder without weights or tokenizer
-    texts = texts or generate_stories(200, seed=0)
+    if not (Path(run_dir) / "config.json").exists():
+        raise ValueError(f"{run_dir} is not a model folder (no config.json); pass a finished run's output_dir.")
     target = Path(output) if output is not None else default_output(run_dir, fmt, dtype)
     _check_writable(target)
+    model, tokenizer = load_model(run_dir)  # names a folder without weights or tokenizer
+    texts = texts or generate_stories(200, seed=0)
     start = time.perf_counter()
     if fmt == "gguf":
+        check_llama(model.config)  # before anything is created
         with _atomic_file(target) as tmp:
             write_gguf(model, tokenizer, tmp, dtype, name=Path(run_dir).resolve().name)
             checks = check_gguf(run_dir, tmp, dtype, texts)
@@ -95,6 +98,8 @@ def _check_writable(target: Path) -> None:
     else:
         check_replaceable(target)
     parent = next((p for p in [target.parent, *target.parent.parents] if p.exists()), Path("/"))
+    if not parent.is_dir():
+        raise ValueError(f"--output {target}: {parent} is a file, not a folder; pick another path.")
     if not os.access(parent, os.W_OK):
         raise ValueError(f"--output {target}: {parent} is not writable; pick a folder you can write to.")
 
