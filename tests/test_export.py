@@ -3,7 +3,10 @@ compute what the run's safetensors model computes; bad input gets one line and l
 
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,6 +141,29 @@ def test_onnx_runs_in_onnxruntime_like_the_model(run, tmp_path, with_past):
     with torch.no_grad():
         assert _diff(session.run(["logits"], feeds)[0], model(**batch).logits, batch["attention_mask"]) <= 1e-4
     assert read_exports(run) == [e for e in read_exports(run) if e["format"] == "gguf"]  # --output elsewhere: not ours
+
+
+TRANSFORMERS_JS = os.environ.get("TINYPRETRAIN_TRANSFORMERS_JS")  # a folder where npm installed @huggingface/transformers
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TRANSFORMERS_JS or not shutil.which("node"),
+                    reason="set TINYPRETRAIN_TRANSFORMERS_JS to an npm folder with @huggingface/transformers (.ci/run does)")
+def test_transformers_js_decodes_the_onnx_export_like_transformers(run, tmp_path):
+    export_run(run, "onnx", output=tmp_path / "models" / "story", with_past=True)
+    script = Path(TRANSFORMERS_JS) / "tinypretrain-greedy.mjs"  # node resolves packages from the script's folder
+    shutil.copy(Path(__file__).parent / "js" / "greedy.mjs", script)
+    model, tokenizer = load_model(run)
+    for prompt in ("Once upon a time", "Tom and his dog"):
+        out = subprocess.run(["node", str(script), str(tmp_path / "models") + "/", "story", prompt,
+                              str(tokenizer.eos_token_id), "32"], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        ids = [tokenizer.eos_token_id, *tokenizer(prompt, add_special_tokens=False).input_ids]
+        with torch.no_grad():
+            expected = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                      max_new_tokens=32, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                                      pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
 
 
 def _cli(capsys, *args):

@@ -76,8 +76,9 @@ def export_run(run_dir: str | Path, fmt: str, *, dtype: str = "f32", output: str
             checks = check_gguf(run_dir, tmp, dtype, texts)
         size = target.stat().st_size
     else:
-        for name in ("onnxscript", "onnx_ir", "torch.onnx"):  # their INFO lines (graph rewrites) tell users nothing
-            logging.getLogger(name).setLevel(logging.WARNING)
+        # their lines (graph rewrites; torchvision ops it skips) tell users nothing
+        for name, level in (("onnxscript", logging.WARNING), ("onnx_ir", logging.WARNING), ("torch.onnx", logging.ERROR)):
+            logging.getLogger(name).setLevel(level)
         with atomic_dir(target) as tmp:
             onnx_file = write_onnx(model, tokenizer, tmp, dtype, with_past)
             checks = check_onnx(run_dir, onnx_file, dtype, texts)

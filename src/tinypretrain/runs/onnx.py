@@ -3,6 +3,7 @@ layout transformers.js loads (``config.json``, tokenizer files, ``onnx/model.onn
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -78,6 +79,32 @@ def write_onnx(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folde
         module = _Logits(model)
     path = folder / "onnx" / ONNX_FILES[dtype]
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(module, args, str(path), dynamo=True, input_names=names, output_names=outputs,
-                      dynamic_shapes=shapes, external_data=False, verbose=False)
+    with warnings.catch_warnings():  # torch's own deprecations inside the exporter: nothing a user can act on
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.onnx.export(module.eval(), args, str(path), dynamo=True, input_names=names, output_names=outputs,
+                          dynamic_shapes=shapes, external_data=False, verbose=False)
+    _name_dims(path)
     return path
+
+
+# What each dynamic axis is called in inputs and outputs. transformers.js builds the first step's empty cache from
+# these names: "batch_size" gets the batch, any other name length 0.
+_DIM_NAMES = {"input_ids": ("batch_size", "sequence_length"), "position_ids": ("batch_size", "sequence_length"),
+              "attention_mask": ("batch_size", "total_sequence_length"),
+              "logits": ("batch_size", "sequence_length", None)}
+_CACHE_DIMS = {"past_key_values.": ("batch_size", None, "past_sequence_length", None),
+               "present.": ("batch_size", None, "total_sequence_length", None)}
+
+
+def _name_dims(path: Path) -> None:
+    """Give the exported graph's symbolic axes (torch.export calls them s0, s1, ...) the names runtimes read."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for value in [*model.graph.input, *model.graph.output]:
+        names = _DIM_NAMES.get(value.name) or next(
+            (dims for prefix, dims in _CACHE_DIMS.items() if value.name.startswith(prefix)), ())
+        for dim, name in zip(value.type.tensor_type.shape.dim, names):
+            if name is not None and dim.HasField("dim_param"):
+                dim.dim_param = name
+    onnx.save(model, str(path))
