@@ -1,4 +1,4 @@
-"""Command line: ``tinypretrain train | sft | sweep | generate | eval | card | compare | play | export | push |
+"""Command line: ``tinypretrain train | sft | sweep | search | generate | eval | card | compare | play | export | push |
 tokenizer train``: argument parsing only; each command calls the library."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .runs.compare import COLUMNS, compare, group_columns, group_runs, plot_runs
 from .runs.export import export_run
 from .runs.play import serve
 from .runs.push import push_run
+from .runs.search import search
 from .runs.sweep import sweep
 from .train import run as training
 from .train.card import write_model_card
@@ -86,6 +87,18 @@ def _sweep(args: argparse.Namespace, rest: list[str]) -> None:
     if PartialState().is_main_process:
         print((Path(args.output_dir) / "sweep.md").read_text(encoding="utf-8"))
         print(f"{len(rows)} cells; table, plot and best-<budget>.yaml in {args.output_dir}")
+
+
+def _search(args: argparse.Namespace, rest: list[str]) -> None:
+    base, _ = config_from_argv(config_parser("tinypretrain search", "Fields shared by every trial."), rest)
+    summary = search(base, args.output_dir, args.budget, space=args.space, budget_kind=args.budget_kind,
+                     trials=args.trials, seeds=args.seeds, pruner=args.pruner)
+    if PartialState().is_main_process:
+        print((Path(args.output_dir) / "trials.md").read_text(encoding="utf-8"))
+        print(f"best: trial {summary['best_trial']}, {summary['best_value']:.4f} bits/byte, {summary['best_params']}")
+        if "rerun" in summary:
+            print(f"re-run with {summary['rerun_seeds']} seeds: {summary['rerun']} bits/byte (mean ± 95% CI)")
+        print(f"trials.md, best.yaml, history.png, importance.png and search.json in {args.output_dir}")
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -201,6 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "best mean.")
     sw.add_argument("--output_dir", required=True, help="Folder of the sweep; rerun to resume it.")
 
+    se = sub.add_parser(
+        "search",
+        help="Search settings for a budget with Optuna (TPE, pruning); resumable, several processes can share it.",
+        description="Other arguments ([config.yaml] [--field value ...]) set the fields every trial shares.",
+    )
+    se.add_argument("--budget", required=True, help="A time ('60s', '5m') or, with --budget_kind tokens, '5M'.")
+    se.add_argument("--budget_kind", choices=["time", "tokens"], default="time")
+    se.add_argument("--space", default=None, help="YAML of field: [choices] or {low, high, log, step} (default: "
+                    "learning rate, warmup, decay, weight decay, beta2; docs/search.md).")
+    se.add_argument("--trials", type=int, default=20, help="Finished trials the study should hold, all processes "
+                    "together.")
+    se.add_argument("--seeds", type=int, default=3, help="Seeds to re-run the best trial with (0: none).")
+    se.add_argument("--pruner", choices=["median", "halving", "none"], default="median",
+                    help="Stop trials whose in-training evaluations trail (median of the others, or successive "
+                    "halving).")
+    se.add_argument("--output_dir", required=True, help="Folder of the search (study.db, trials); rerun to resume.")
+
     play = sub.add_parser("play", help="A web page to try runs side by side (pip install \"tinypretrain[play]\").")
     play.add_argument("run_dirs", nargs="+", metavar="RUN", help="Finished run folders, one column each.")
     play.add_argument("--host", default="127.0.0.1", help="Address to bind (default: this machine only).")
@@ -268,13 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         argv.remove("--debug")
     args, rest = parser.parse_known_args(argv)
-    if args.command not in ("train", "sft", "sweep") and rest:
+    if args.command not in ("train", "sft", "sweep", "search") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     handlers = {
         "train": lambda: _train(rest, train_parser()),
         "sft": lambda: _train(base_as_flag(rest), sft_parser()),
         "sweep": lambda: _sweep(args, rest),
+        "search": lambda: _search(args, rest),
         "generate": lambda: _generate(args),
         "eval": lambda: _eval(args),
         "card": lambda: _card(args),
@@ -293,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
-        done = " before training started; no model was saved" if args.command in ("train", "sft", "sweep") else ""
+        done = " before training started; no model was saved" if args.command in ("train", "sft", "sweep", "search") else ""
         print(f"tinypretrain: stopped by {signal.Signals(signum).name}{done}", file=sys.stderr)
         return 128 + signum
     except USER_ERRORS as err:

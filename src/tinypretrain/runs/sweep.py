@@ -152,11 +152,11 @@ def _cell_fields(base: PretrainConfig, cell: Cell, budget_kind: str, tokenizer: 
     fields: dict[str, Any] = {"preset": cell.preset, "learning_rate": cell.learning_rate, "seed": cell.seed}
     if cell.vocab_size is not None:  # the sweep's own tokenizer of that size
         fields.update(vocab_size=cell.vocab_size, tokenizer=str(tokenizer(cell.vocab_size)))
-    fields.update(_budget_fields(base, cell.budget, budget_kind))
+    fields.update(budget_fields(base, cell.budget, budget_kind))
     return fields
 
 
-def _budget_fields(base: PretrainConfig, budget: str, budget_kind: str) -> dict[str, Any]:
+def budget_fields(base: PretrainConfig, budget: str, budget_kind: str) -> dict[str, Any]:
     """``max_time``, or the ``max_steps`` that spend a token budget with the run's batch on this device."""
     if budget_kind == "time":
         return {"max_time": budget}
@@ -200,7 +200,7 @@ def _write_outputs(out: Path, rows: list[dict[str, Any]], base: PretrainConfig, 
         config = {**given, "preset": best["preset"], "learning_rate": best["learning_rate"]}
         if base.tokenizer is None:
             config["vocab_size"] = best["vocab_size"]
-        config.update(_budget_fields(base, budget, budget_kind))
+        config.update(budget_fields(base, budget, budget_kind))
         label = "-".join(str(best[k]) for k in SETTINGS)
         header = (f"# Best of the sweep for budget {budget}: {label}, {best['eval_bits_per_byte']} bits/byte over "
                   f"{best['n']} seed(s)\n")
