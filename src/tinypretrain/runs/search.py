@@ -8,6 +8,7 @@ import dataclasses
 import difflib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ def _study(output_dir: Path, pruner: str, seed: int) -> Any:
     # Heartbeats let any process mark a trial whose process died as failed; the callback queues it again.
     storage = optuna.storages.RDBStorage(
         f"sqlite:///{output_dir.resolve() / 'study.db'}", heartbeat_interval=5, grace_period=20,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
     )
     pruners = {"median": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
                "halving": optuna.pruners.SuccessiveHalvingPruner(), "none": optuna.pruners.NopPruner()}
@@ -201,8 +202,9 @@ def _write_outputs(out: Path, study: Any, base: PretrainConfig, budget: str, bud
         values = []
         for k in range(seeds):
             folder = out / f"best-s{base.seed + k}"
+            finished = (folder / "run.json").exists()  # a resumed search reuses it, checked to be these settings
             result = pretrain(base.updated(**best.params, **fixed, seed=base.seed + k, output_dir=str(folder),
-                                           overwrite_output_dir=not (folder / "run.json").exists()))
+                                           overwrite_output_dir=not finished, resume_from_checkpoint=finished or None))
             values.append(float(result.metrics["eval_bits_per_byte"]))
         mean, half = mean_ci(values)
         summary.update(rerun_seeds=seeds, rerun_values=values, rerun_mean=mean, rerun_ci95=half,
@@ -213,8 +215,10 @@ def _write_outputs(out: Path, study: Any, base: PretrainConfig, budget: str, bud
 
 def _plots(out: Path, study: Any, complete: int) -> None:
     """Optuna's optimisation history and (with two complete trials and two dimensions or more) importances."""
+    import optuna
     import optuna.visualization.matplotlib as plots
 
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the plots' API may change
     save_figure(plots.plot_optimization_history(study).figure, out / "history.png")
     if complete >= 2 and len(study.best_trial.params) >= 2:
         save_figure(plots.plot_param_importances(study).figure, out / "importance.png")
