@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import json
 import os
 import warnings
@@ -134,6 +135,8 @@ def search(base: PretrainConfig, output_dir: str | Path, budget: str, *, space: 
     in ``output_dir``/study.db holds ``trials`` finished (complete or pruned) trials, whoever ran them: rerun to resume,
     or start several processes on one folder. Then writes trials.md/.csv, best.yaml, importance.png and history.png,
     re-runs the best settings with ``seeds`` seeds (0: skip) and returns the summary (also in search.json)."""
+    if importlib.util.find_spec("optuna") is None:
+        raise ValueError('tinypretrain search needs Optuna: pip install "tinypretrain[search]"')
     import optuna
 
     if pruner not in ("median", "halving", "none"):
