@@ -1,9 +1,10 @@
-"""Quality for a time budget on this machine: bits/byte after B seconds of training for the seed recipe, a plain
-llama2.c-style loop of our own and pretrain(max_time=B) variants, one after the other (run it on an idle machine),
-with the curve of bits/byte against training seconds and the seconds each path needs to reach the seed recipe's
-one-epoch quality (1.383 bits/byte).
+"""Quality for a time budget on this machine: bits/byte after B seconds of training for the seed recipe, llama2.c's
+own train.py recipe (`llama2c_reference`: its model, init, tokenizer kind, data order and optimiser) and
+pretrain(max_time=B) variants, each with --seeds seeds, one after the other (run it on an idle machine), with the
+curve of bits/byte against training seconds and the seconds each path needs to reach the seed recipe's one-epoch
+quality (1.383 bits/byte). The summary gives each path's mean ± 95% CI, its ratio to llama2.c's and Welch's p.
 
-    python benchmarks/budget.py --budgets 60 300 --score_on valid --json benchmarks/results/budget.json
+    python benchmarks/budget.py --budgets 60 300 --seeds 3 --score_on valid --json benchmarks/results/budget.json
 
 Scores come from a selection split held out of train.txt (the last --selection stories), never from valid.txt,
 unless --score_on valid is given (for the final report only). Curves are evaluated on the first 500 scored stories
@@ -14,16 +15,19 @@ final score uses all of them.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from _common import (
+    CACHE,
     DEFAULT_DATA,
     eot_text,
     machine,
@@ -33,17 +37,19 @@ from _common import (
     tokenizer_for,
     write_json,
 )
-from transformers import LlamaForCausalLM, TrainerCallback
+from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 
 import tinypretrain as tp
 from tinypretrain.data.load import read_eot_text
-from tinypretrain.train.budget import schedule_factor
 from tinypretrain.train.clock import TrainingClock
 
 DEFAULT_VARIANTS = ["defaults:"]
 SEED_ONE_EPOCH_BPB = 1.383  # the seed recipe after one epoch of train.txt, in 1,469 s (RESULTS.md, run 7)
 CURVE_POINTS = 20
-COLUMNS = ["budget_s", "path", "steps", "bits_per_byte", "seconds_to_seed_epoch", "load_1m"]
+COLUMNS = ["budget_s", "path", "seed", "steps", "bits_per_byte", "seconds_to_seed_epoch", "load_1m"]
+SUMMARY_COLUMNS = ["budget_s", "path", "n", "bits_per_byte", "ratio_to_llama2c", "p_vs_llama2c",
+                   "seconds_to_seed_epoch", "time_ratio_to_llama2c"]
+REFERENCE = "llama2.c"
 
 
 def split_stories(data: Path, selection: int, score_on: str) -> tuple[Path, list[str]]:
@@ -101,25 +107,73 @@ def seed_recipe(train_dir: Path, tokenizer_path: str, curve: Curve) -> tuple:
     return trainer.model, tokenizer, trainer.state.global_step
 
 
-def reference_loop(train_dir: Path, tokenizer_path: str, curve: Curve, seed: int = 0) -> tuple:
-    """A plain llama2.c-style script: packed 8x256 windows, AdamW, warmup then cosine to the deadline, tied
-    embeddings, no Trainer. Returns the model, tokenizer and steps."""
+def llama2c_tokenizer(train_dir: Path, vocab_size: int = 4096) -> Any:
+    """llama2.c's tokenizer: a SentencePiece BPE trained on the train split with `tinystories.py train_vocab`'s
+    options (byte fallback, split digits, identity normalization), cached; as a transformers LlamaTokenizer, whose
+    "EOS" is BOS: llama2.c starts every story with BOS and never writes EOS, so BOS is its story boundary."""
+    import hashlib
+
+    import sentencepiece as spm
+    from transformers import LlamaTokenizer
+
+    stories = [r["text"].strip() for r in read_eot_text([str(train_dir / "train.txt")])]
+    digest = hashlib.blake2b("\n".join(stories).encode(), digest_size=8).hexdigest()
+    folder = CACHE / f"llama2c-sp{vocab_size}-{digest}"
+    if not (folder / "tokenizer.model").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "input.txt").write_text("".join(f"{text}\n" for text in stories))
+        spm.SentencePieceTrainer.train(
+            input=str(folder / "input.txt"), model_prefix=str(folder / "tokenizer"), model_type="bpe",
+            vocab_size=vocab_size, self_test_sample_size=0, input_format="text", character_coverage=1.0,
+            num_threads=os.cpu_count(), split_digits=True, allow_whitespace_only_pieces=True, byte_fallback=True,
+            unk_surface=r" \342\201\207 ", normalization_rule_name="identity", minloglevel=2)
+    tokenizer = LlamaTokenizer.from_pretrained(str(folder))
+    tokenizer.eos_token = tokenizer.bos_token
+    tokenizer.pad_token = tokenizer.bos_token
+    return tokenizer
+
+
+def llama2c_reference(train_dir: Path, curve: Curve, seed: int = 0) -> tuple:
+    """karpathy/llama2.c's train.py recipe (commit 350e04fe), stopped by the clock: dim 128, 4 layers, 4 heads, 2 KV
+    heads, FFN multiple_of 4 (344), tied embeddings, normal(0.02) init with w3 and wo scaled by 1/sqrt(2 layers), its
+    4k SentencePiece BPE, batches of 8 non-overlapping 256-token chunks of the BOS-separated token stream in shuffled
+    order (reshuffled each pass), AdamW lr 1e-3 (decay 0.01 on matrices only, betas 0.9/0.99), 20 warmup iterations,
+    then cosine to 0 at the deadline, grad clip 1.0, fp32, no compile. Returns the model, tokenizer and steps."""
     torch.manual_seed(seed)
-    tokenizer = tp.load_tokenizer(tokenizer_path)
-    texts = [r["text"] for r in read_eot_text([str(train_dir / "train.txt")])]
-    ids = np.concatenate([np.array(x + [tokenizer.eos_token_id]) for x in tokenizer(texts)["input_ids"]])
-    config = tp.make_llama_config(preset="cpu-2m", vocab_size=-(-len(tokenizer) // 64) * 64, tie_word_embeddings=True,
-                                  eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    tokenizer = llama2c_tokenizer(train_dir)
+    stories = [r["text"].strip() for r in read_eot_text([str(train_dir / "train.txt")])]
+    bos = tokenizer.bos_token_id
+    stream = np.concatenate([np.array([bos, *ids]) for ids in
+                             tokenizer(stories, add_special_tokens=False)["input_ids"]]).astype(np.int64)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=344, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
+                         tie_word_embeddings=True, bos_token_id=bos, eos_token_id=bos, pad_token_id=bos)
     model = LlamaForCausalLM(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
-    rng, steps = np.random.default_rng(seed), 0
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.ndim == 2:
+                scaled = name.endswith(("mlp.up_proj.weight", "self_attn.o_proj.weight"))  # llama2.c's w3, wo
+                parameter.normal_(0.0, 0.02 / math.sqrt(2 * config.num_hidden_layers) if scaled else 0.02)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=1e-3, betas=(0.9, 0.99))
+    length, batch_size, warmup = 256, 8, 20
+    rng, order, steps = np.random.default_rng(seed), [], 0
     curve.clock.start()
     while not curve.tick(model, tokenizer):
+        if steps < warmup:
+            lr = 1e-3 * steps / warmup
+        else:
+            lr = 1e-3 * 0.5 * (1 + math.cos(math.pi * min(1.0, curve.clock.seconds() / curve.budget_s)))
         for group in optimizer.param_groups:
-            group["lr"] = 1e-3 * schedule_factor("cosine", curve.clock.seconds() / curve.budget_s, 0.05, 0.0)
-        offsets = rng.integers(0, len(ids) - 257, size=8)
-        batch = torch.from_numpy(np.stack([ids[o : o + 257] for o in offsets]))
-        loss = model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss
+            group["lr"] = lr
+        if len(order) < batch_size:  # a new pass over the chunks, in a new order
+            order += list(rng.permutation(len(stream) // length - 1))
+        chunks, order = order[:batch_size], order[batch_size:]
+        batch = torch.from_numpy(np.stack([stream[c * length : c * length + length + 1] for c in chunks]))
+        logits = model(input_ids=batch[:, :-1]).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -146,6 +200,30 @@ def seconds_to(points: list[tuple[float, float]], target: float) -> float | None
     return None
 
 
+def summarize_paths(rows: list[dict]) -> list[dict]:
+    """Per budget and path: seeds, bits/byte mean ± 95% CI, its ratio to llama2.c's mean with Welch's p, and the
+    mean seconds to the seed's one-epoch quality (with how many seeds reached it)."""
+    from tinypretrain.utils.stats import format_mean_ci, format_p, mean_ci, welch_p
+
+    summary = []
+    for budget, name in dict.fromkeys((r["budget_s"], r["path"]) for r in rows):
+        runs = [r for r in rows if (r["budget_s"], r["path"]) == (budget, name)]
+        ref = [r["bits_per_byte"] for r in rows if (r["budget_s"], r["path"]) == (budget, REFERENCE)]
+        values = [r["bits_per_byte"] for r in runs]
+        reached = [r["seconds_to_seed_epoch"] for r in runs if r["seconds_to_seed_epoch"] is not None]
+        ref_reached = [r["seconds_to_seed_epoch"] for r in rows if (r["budget_s"], r["path"]) == (budget, REFERENCE)
+                       and r["seconds_to_seed_epoch"] is not None]
+        summary.append({
+            "budget_s": budget, "path": name, "n": len(runs), "bits_per_byte": format_mean_ci(values),
+            "ratio_to_llama2c": round(mean_ci(values)[0] / mean_ci(ref)[0], 3) if ref else None,
+            "p_vs_llama2c": format_p(welch_p(values, ref)) if ref and name != REFERENCE else "",
+            "seconds_to_seed_epoch": f"{np.mean(reached):.0f} ({len(reached)}/{len(runs)})" if reached else "never",
+            "time_ratio_to_llama2c": round(float(np.mean(reached) / np.mean(ref_reached)), 3)
+            if reached and ref_reached else None,
+        })
+    return summary
+
+
 def plot(rows: list[dict], path: Path) -> None:
     from tinypretrain.utils.figures import new_axes, save_figure
 
@@ -167,7 +245,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--budgets", type=float, nargs="+", default=[60.0, 300.0])
     parser.add_argument("--variant", action="append", help="name:field=value,... (PretrainConfig fields)")
-    parser.add_argument("--no_reference", action="store_true")
+    parser.add_argument("--no_reference", action="store_true", help="Leave out llama2.c's recipe.")
+    parser.add_argument("--seeds", type=int, default=1, help="Seeds per path (llama2.c: 0, 1, ...; ours: 3407, ...).")
     parser.add_argument("--seed_recipe", action="store_true", help="Also run the seed recipe (20M model, 32k BPE).")
     parser.add_argument("--selection", type=int, default=500, help="Stories held out of train.txt for scoring.")
     parser.add_argument("--score_on", choices=["selection", "valid"], default="selection")
@@ -180,45 +259,44 @@ def main() -> None:
     if args.write_split:
         shutil.copytree(train_dir, args.write_split)
         return
-    tokenizer = tokenizer_for(train_dir, None, vocab_size=4096)  # the reference loop's (llama2.c uses a 4k vocabulary)
     rows = []
-    for budget in args.budgets:
-        paths = [("seed recipe", "seed")] if args.seed_recipe else []
-        paths += [] if args.no_reference else [("reference loop", "reference")]
-        paths += [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
-        for name, overrides in paths:
-            load = os.getloadavg()[0]
-            curve, samples = Curve(scored, budget), None
-            if overrides == "seed":  # its 20M model at 2,048 tokens takes ~30 s per 500-story curve point on CPU
-                curve = Curve(scored, budget, points=6, stories=100)
-                model, tok, steps = seed_recipe(train_dir, tokenizer_for(train_dir, None), curve)
-                points = curve.points
-            elif overrides == "reference":
-                model, tok, steps = reference_loop(train_dir, tokenizer, curve)
-                points = curve.points
-            else:
-                out = Path(tempfile.mkdtemp(prefix="budget-run-"))
-                # pretrain() makes its own tokenizer (its vocabulary is part of the defaults), outside the budget
-                result = tp.pretrain(dataset=str(train_dir), max_time=budget, output_dir=str(out), num_samples=3,
-                                     report_to="none", disable_tqdm=True, eval_steps=1 / CURVE_POINTS, **overrides)
-                model, tok, steps = result.model, result.tokenizer, result.metrics["train_steps"]
-                points = pretrain_curve(out)
-                samples = (out / "samples.md").read_text(encoding="utf-8")
-            score = tp.evaluate(model, tok, scored)
-            rows.append({"budget_s": budget, "path": name, "overrides": overrides, "steps": steps,
-                         "bits_per_byte": score["bits_per_byte"], "loss": score["loss"],
-                         "seconds_to_seed_epoch": seconds_to(points, SEED_ONE_EPOCH_BPB), "load_1m": load,
-                         "curve": points, "samples": samples})
-            print_table(rows[-1:], COLUMNS)
-            write_json(args.json, {"machine": machine(), "scored_on": args.score_on, "stories": len(scored),
-                                   "rows": rows})
-            if args.json:
-                plot(rows, Path(args.json).with_suffix(".png"))
+    paths = [("seed recipe", "seed")] if args.seed_recipe else []
+    paths += [] if args.no_reference else [(REFERENCE, "reference")]
+    paths += [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
+    for budget, k, (name, overrides) in itertools.product(args.budgets, range(args.seeds), paths):
+        load = os.getloadavg()[0]
+        curve, samples = Curve(scored, budget), None
+        if overrides == "seed":  # its 20M model at 2,048 tokens takes ~30 s per 500-story curve point on CPU
+            curve = Curve(scored, budget, points=6, stories=100)
+            model, tok, steps = seed_recipe(train_dir, tokenizer_for(train_dir, None), curve)
+            points = curve.points
+        elif overrides == "reference":
+            model, tok, steps = llama2c_reference(train_dir, curve, seed=k)
+            points = curve.points
+        else:
+            out = Path(tempfile.mkdtemp(prefix="budget-run-"))
+            # pretrain() makes its own tokenizer (its vocabulary is part of the defaults), outside the budget
+            result = tp.pretrain(dataset=str(train_dir), max_time=budget, output_dir=str(out), num_samples=3,
+                                 report_to="none", disable_tqdm=True, eval_steps=1 / CURVE_POINTS,
+                                 **{"seed": 3407 + k, **overrides})
+            model, tok, steps = result.model, result.tokenizer, result.metrics["train_steps"]
+            points = pretrain_curve(out)
+            samples = (out / "samples.md").read_text(encoding="utf-8")
+        score = tp.evaluate(model, tok, scored)
+        rows.append({"budget_s": budget, "path": name, "seed": k, "overrides": overrides, "steps": steps,
+                     "bits_per_byte": score["bits_per_byte"], "loss": score["loss"],
+                     "seconds_to_seed_epoch": seconds_to(points, SEED_ONE_EPOCH_BPB), "load_1m": load,
+                     "curve": points, "samples": samples})
+        print_table(rows[-1:], COLUMNS)
+        write_json(args.json, {"machine": machine(), "scored_on": args.score_on, "stories": len(scored),
+                               "rows": rows})
+        if args.json:
+            plot(rows, Path(args.json).with_suffix(".png"))
     print_table(rows, COLUMNS)
-    ref = {r["budget_s"]: r["bits_per_byte"] for r in rows if r["path"] == "reference loop"}
-    for r in rows:
-        if r["budget_s"] in ref and r["path"] != "reference loop":
-            print(f"{r['path']} at {r['budget_s']:.0f} s: {r['bits_per_byte'] / ref[r['budget_s']]:.3f}x the reference loop")
+    summary = summarize_paths(rows)
+    print_table(summary, SUMMARY_COLUMNS)
+    write_json(args.json, {"machine": machine(), "scored_on": args.score_on, "stories": len(scored), "rows": rows,
+                           "summary": summary})
     assert all(math.isfinite(r["bits_per_byte"]) for r in rows)
 
 
