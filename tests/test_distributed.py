@@ -1,4 +1,5 @@
-"""Data-parallel training on CPU with 2 processes (torchrun, gloo) against a single process with the same global batch."""
+"""Data-parallel training on CPU (torchrun, gloo): 2 processes against a single process with the same global batch, and
+2 "nodes" joined by c10d rendezvous against 2 processes on one node."""
 
 import json
 import subprocess
@@ -6,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import TrainingArguments
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -51,3 +53,46 @@ def test_ddp_two_processes_matches_one(tmp_path):
     assert rank1["written"] == []
     assert {"run.json", "metrics.jsonl", "samples.md", "loss.png"} <= set(rank0["written"])
     assert (tmp_path / "ddp" / "model.safetensors").exists() and (tmp_path / "ddp" / "checkpoint-6").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    "train_sampling_strategy" not in TrainingArguments.__dataclass_fields__,
+    reason="the comparison needs sequential sampling (TrainingArguments.train_sampling_strategy, transformers >= 5.2)",
+)
+def test_two_nodes_train_what_two_processes_on_one_node_train(tmp_path):
+    """2 "nodes" x 1 process on localhost, joined by torchrun's c10d rendezvous as on a cluster, sharing one run
+    folder: the same losses and final weights as 2 processes on one node, and only global rank 0 writes."""
+    from safetensors.torch import load_file
+
+    port = _free_port()
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
+             "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
+             "--rdzv_id", "tinypretrain-test", str(WORKER), str(tmp_path / "nodes"), str(tmp_path / "nodes-log"), "4"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+        for rank in (0, 1)
+    ]
+    for node in nodes:
+        output, _ = node.communicate(timeout=600)
+        assert node.returncode == 0, output[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    _run([*torchrun, str(WORKER), str(tmp_path / "one"), str(tmp_path / "one-log"), "4"], tmp_path)
+
+    nodes_loss, one_loss = _losses(tmp_path / "nodes"), _losses(tmp_path / "one")
+    assert nodes_loss.keys() == one_loss.keys() == set(range(1, 7))
+    assert max(abs(nodes_loss[s] - one_loss[s]) for s in nodes_loss) < 1e-5
+    a, b = (load_file(tmp_path / run / "model.safetensors") for run in ("nodes", "one"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    logs = [json.loads((tmp_path / "nodes-log" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert logs[0]["metrics"]["world_size"] == 2 and logs[1]["written"] == []
+    assert {"run.json", "metrics.jsonl"} <= set(logs[0]["written"])

@@ -178,6 +178,7 @@ def test_export_refuses_bad_input_with_one_line_and_leaves_nothing(run, tmp_path
         ((run, "--format", "onnx", "--dtype", "bf16"), "--dtype 'bf16' is not supported for onnx"),
         ((run, "--format", "gguf", "--dtype", "q4"), "--dtype 'q4' is not supported for gguf"),
         ((run, "--format", "gguf", "--output", run / "config.json" / "m.gguf"), "config.json"),
+        ((run, "--format", "gguf", "--output", tmp_path / "m.bin"), "ending in .gguf"),
     ]
     for args, message in cases:
         code, _, err = _cli(capsys, "export", *args)

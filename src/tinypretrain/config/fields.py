@@ -40,13 +40,14 @@ def choices(cls: type, name: str) -> tuple[Any, ...]:
     return tuple(v for m in _members(cls, name) for v in (get_args(m) if get_origin(m) is Literal else (None,)))
 
 
-def _scalar_types(cls: type, name: str) -> tuple[type, ...]:
+def scalar_types(cls: type, name: str) -> tuple[type, ...]:
+    """The scalar types (bool, int, float, str) field ``name`` of ``cls`` accepts."""
     return tuple(a for a in _members(cls, name) if a in (bool, int, float, str))
 
 
 def coerce(cls: type, name: str, value: Any) -> Any:
     """``value`` as the type of ``cls``'s field ``name`` when it came as text (YAML reads ``1e-3`` as a string)."""
-    kinds = _scalar_types(cls, name)
+    kinds = scalar_types(cls, name)
     if not isinstance(value, str) or not kinds or str in kinds:
         return value
     for kind in kinds:

@@ -83,6 +83,16 @@ class PretrainConfig(TrainingArguments):
     # Kaiming and a constant rate after warmup each beat HF-normal init and cosine decay in equal-step CPU
     # ablations, and together most (-0.38 nats at 192 steps; benchmarks/RESULTS.md, runs 3-6).
     init: Literal["kaiming", "normal"] = documented("'kaiming' (the seed's) or 'normal' (HF, std 0.02).", default="kaiming")
+    qk_norm: bool = documented(
+        "RMSNorm on each head's queries and keys before RoPE (QK-norm). The model is then transformers' Qwen3 "
+        "architecture (Llama plus QK-norm): a plain HF model, not a Llama one (GGUF export refuses it).",
+        default=False,
+    )
+    zero_init_projections: bool = documented(
+        "Start each block's output projections (o_proj, down_proj) at zero, as the modded-nanogpt speedruns do: every "
+        "block begins as the identity. The saved model is a plain HF Llama.",
+        default=False,
+    )
     # run folder and speed levers
     overwrite_output_dir: bool = documented("Replace an existing run in output_dir.", default=False)
     avoid_host_syncs: bool = documented(
@@ -111,6 +121,14 @@ class PretrainConfig(TrainingArguments):
         "Muon (torch.optim.Muon) for the hidden 2-D matrices and AdamW for embeddings, head and norms, as in the "
         "modded-nanogpt speedruns; one learning_rate for both. Replaces optim.",
         default=False,
+    )
+    embedding_lr: float | None = documented(
+        "Peak learning rate of the input embeddings; None = learning_rate. The schedule scales it like the others.",
+        default=None,
+    )
+    head_lr: float | None = documented(
+        "Peak learning rate of the lm_head (untied); None = learning_rate. With tied embeddings, embedding_lr rules.",
+        default=None,
     )
     max_time: str | None = documented(
         "Training-time budget: seconds or a duration such as '90s', '10m', '2h'. Training stops at the deadline (or at "

@@ -8,7 +8,7 @@ from typing import Any
 
 from safetensors import SafetensorError
 from torch import nn
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel
+from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, PreTrainedModel
 
 from ..config.llama import DEFAULT_CONTEXT, PRESETS, make_llama_config
 from ..config.pretrain import PretrainConfig
@@ -18,10 +18,12 @@ from ..utils.hub import looks_local
 from .init import InitName, init_model
 
 
-def build_model(config: LlamaConfig, *, init: InitName = "normal", seed: int | None = None) -> PreTrainedModel:
-    """A fresh ``LlamaForCausalLM`` (fp32) with the chosen init applied deterministically from ``seed``."""
+def build_model(config: LlamaConfig, *, init: InitName = "normal", seed: int | None = None,
+                zero_projections: bool = False) -> PreTrainedModel:
+    """A fresh ``LlamaForCausalLM`` (fp32) with the chosen init applied deterministically from ``seed`` (and, with
+    ``zero_projections``, each block's output projections at zero)."""
     model = AutoModelForCausalLM.from_config(config)
-    return init_model(model, init, seed=seed)
+    return init_model(model, init, seed=seed, zero_projections=zero_projections)
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,9 @@ def count_parameters(model: nn.Module) -> ParameterCount:
     return ParameterCount(total, embeddings, lm_head, total - embeddings - lm_head, size, table)
 
 
-def model_config_for(cfg: PretrainConfig, tokenizer: Any) -> LlamaConfig:
+def model_config_for(cfg: PretrainConfig, tokenizer: Any) -> PretrainedConfig:
     """The run's model shape: its preset and overrides, embeddings sized to the tokenizer, the tokenizer's special
-    ids, and a context that fits ``max_length``."""
+    ids, and a context that fits ``max_length``; with ``qk_norm``, as a Qwen3 config (``with_qk_norm``)."""
     shape = {"preset": cfg.preset, **cfg.model_overrides}
     shape.setdefault("vocab_size", -(-len(tokenizer) // 64) * 64)  # embeddings sized to the tokenizer
     # The preset's context (2048 unless it says otherwise), so long stories can be evaluated and generated.
@@ -95,7 +97,24 @@ def model_config_for(cfg: PretrainConfig, tokenizer: Any) -> LlamaConfig:
         raise ValueError(
             f"max_length={cfg.max_length} exceeds max_position_embeddings={config.max_position_embeddings}."
         )
-    return config
+    return with_qk_norm(config) if cfg.qk_norm else config
+
+
+# The LlamaConfig fields a Qwen3Config shares: Qwen3 is Llama plus an RMSNorm on each head's queries and keys.
+_QWEN3_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "initializer_range",
+                 "rms_norm_eps", "tie_word_embeddings", "rope_parameters", "attention_bias", "attention_dropout",
+                 "pad_token_id", "bos_token_id", "eos_token_id")
+
+
+def with_qk_norm(config: LlamaConfig) -> PretrainedConfig:
+    """The same shape with QK-norm: transformers' Qwen3 architecture, which is Llama with an RMSNorm over each
+    attention head's queries and keys before RoPE, so the model saves and loads as a plain HF model."""
+    from transformers import Qwen3Config
+
+    if config.mlp_bias:
+        raise ValueError("qk_norm builds a Qwen3 model, which has no MLP biases; drop mlp_bias from model_overrides.")
+    return Qwen3Config(**{name: getattr(config, name) for name in _QWEN3_FIELDS}, use_cache=config.use_cache)
 
 
 def load_model(name_or_path: str | Path) -> tuple[PreTrainedModel, Any]:
@@ -121,7 +140,8 @@ def starting_model(cfg: PretrainConfig, tokenizer: Any) -> PreTrainedModel:
     """The model a run starts from: for sft the base's weights (checked to fit the tokenizer and ``max_length``),
     else a fresh model of the configured shape and init."""
     if not isinstance(cfg, SFTConfig):
-        return build_model(model_config_for(cfg, tokenizer), init=cfg.init, seed=cfg.seed)
+        return build_model(model_config_for(cfg, tokenizer), init=cfg.init, seed=cfg.seed,
+                           zero_projections=cfg.zero_init_projections)
     model, _ = load_model(cfg.base)
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"The tokenizer has {len(tokenizer)} tokens but {cfg.base} has {model.config.vocab_size} "

@@ -54,8 +54,22 @@ InitName = Literal["kaiming", "normal"]
 INITS: dict[str, Callable[..., nn.Module]] = {"kaiming": kaiming_init, "normal": normal_init}
 
 
-def init_model(model: nn.Module, init: InitName, *, seed: int | None = None) -> nn.Module:
-    """Apply the init called ``init`` ("kaiming" or "normal")."""
+def zero_output_projections(model: nn.Module) -> nn.Module:
+    """Zero each block's output projections (attention ``o_proj``, MLP ``down_proj``), as the modded-nanogpt
+    speedruns do: every block starts as the identity and the residual stream carries the embeddings until training
+    writes to it. The gradients into those matrices are not zero, so they learn from the first step."""
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith(("self_attn.o_proj", "mlp.down_proj")):
+                module.weight.zero_()
+    return model
+
+
+def init_model(model: nn.Module, init: InitName, *, seed: int | None = None,
+               zero_projections: bool = False) -> nn.Module:
+    """Apply the init called ``init`` ("kaiming" or "normal"), then with ``zero_projections``
+    ``zero_output_projections``."""
     if init not in INITS:
         raise ValueError(f"Unknown init {init!r}; choose one of {sorted(INITS)}.")
-    return INITS[init](model, seed=seed)
+    model = INITS[init](model, seed=seed)
+    return zero_output_projections(model) if zero_projections else model

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from ..data.corpus import generate_stories
 from ..model.build import load_model
 from ..model.generate import generate
 from ..train.card import EXPORTS_RECORD, read_exports, refresh_model_card
-from ..utils.io import atomic_dir, atomic_write_json, check_replaceable
+from ..utils.io import atomic_dir, atomic_path, atomic_write_json, check_replaceable
 from .gguf import check_llama, write_gguf, written_by_us
 from .onnx import past_names, write_onnx
 
@@ -65,13 +64,13 @@ def export_run(run_dir: str | Path, fmt: str, *, dtype: str = "f32", output: str
     if not (Path(run_dir) / "config.json").exists():
         raise ValueError(f"{run_dir} is not a model folder (no config.json); pass a finished run's output_dir.")
     target = Path(output) if output is not None else default_output(run_dir, fmt, dtype)
-    _check_writable(target)
+    _check_writable(target, fmt)
     model, tokenizer = load_model(run_dir)  # names a folder without weights or tokenizer
     texts = texts or generate_stories(200, seed=0)
     start = time.perf_counter()
     if fmt == "gguf":
         check_llama(model.config)  # before anything is created
-        with _atomic_file(target) as tmp:
+        with atomic_path(target) as tmp:
             write_gguf(model, tokenizer, tmp, dtype, name=Path(run_dir).resolve().name)
             checks = check_gguf(run_dir, tmp, dtype, texts)
         size = target.stat().st_size
@@ -90,10 +89,11 @@ def export_run(run_dir: str | Path, fmt: str, *, dtype: str = "f32", output: str
     return export
 
 
-def _check_writable(target: Path) -> None:
-    if target.suffix == ".gguf" or target.is_file():
-        if target.is_dir():
-            raise ValueError(f"--output {target} is a folder; pass a file path ending in .gguf.")
+def _check_writable(target: Path, fmt: str) -> None:
+    """Refuse, before any work, an output that cannot or must not be written: GGUF is a file, ONNX a folder."""
+    if fmt == "gguf":
+        if target.suffix != ".gguf" or target.is_dir():
+            raise ValueError(f"--output {target}: pass a file path ending in .gguf.")
         if target.exists() and not written_by_us(target):
             raise ValueError(f"--output {target} exists and tinypretrain did not write it; pick another path.")
     else:
@@ -103,24 +103,6 @@ def _check_writable(target: Path) -> None:
         raise ValueError(f"--output {target}: {parent} is a file, not a folder; pick another path.")
     if not os.access(parent, os.W_OK):
         raise ValueError(f"--output {target}: {parent} is not writable; pick a folder you can write to.")
-
-
-class _atomic_file:
-    """A temporary sibling of ``target`` that replaces it on success and is removed on failure."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = target
-        self.tmp = target.parent / f".{target.stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{target.suffix}"
-
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        return self.tmp
-
-    def __exit__(self, kind: Any, *_: Any) -> None:
-        if kind is None:
-            os.replace(self.tmp, self.target)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 def _rounded(run_dir: str | Path, dtype: str) -> Any:

@@ -24,8 +24,8 @@ def check_llama(config: PretrainedConfig) -> None:
     problems = {
         "model_type": (config.model_type, "llama"),
         "hidden_act": (config.hidden_act, "silu"),
-        "attention_bias": (config.attention_bias, False),
-        "mlp_bias": (config.mlp_bias, False),
+        "attention_bias": (getattr(config, "attention_bias", False), False),
+        "mlp_bias": (getattr(config, "mlp_bias", False), False),
         "rope_parameters.rope_type": (rope.get("rope_type", "default"), "default"),
         "head_dim": (config.head_dim, config.hidden_size // config.num_attention_heads),
     }

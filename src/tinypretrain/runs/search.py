@@ -18,7 +18,7 @@ import yaml
 from transformers import TrainerCallback
 
 from ..config.budget import parse_duration
-from ..config.fields import coerce, read_config_file
+from ..config.fields import coerce, read_config_file, scalar_types
 from ..config.pretrain import PretrainConfig
 from ..config.settings import NOT_REPRODUCED
 from ..train.run import pretrain
@@ -55,11 +55,17 @@ class Dimension:
     log: bool = False
     step: float | None = None
 
+    def spec(self) -> list[Any] | dict[str, Any]:
+        """This dimension as the space file spells it."""
+        if self.choices is not None:
+            return list(self.choices)
+        return {"low": self.low, "high": self.high, "log": self.log, **({"step": self.step} if self.step else {})}
+
     def suggest(self, trial: Any) -> Any:
         if self.choices is not None:
             return trial.suggest_categorical(self.name, list(self.choices))
-        kind = PretrainConfig.__dataclass_fields__[self.name].type
-        if "int" in str(kind) and "float" not in str(kind):
+        kinds = scalar_types(PretrainConfig, self.name)
+        if int in kinds and float not in kinds:
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
@@ -147,9 +153,7 @@ def search(base: PretrainConfig, output_dir: str | Path, budget: str, *, space: 
     dimensions = parse_space(space)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "space.yaml", yaml.safe_dump({d.name: list(d.choices) if d.choices else
-                      {k: v for k, v in dataclasses.asdict(d).items() if k in ("low", "high", "log", "step")}
-                      for d in dimensions}, sort_keys=False))
+    atomic_write_text(out / "space.yaml", yaml.safe_dump({d.name: d.spec() for d in dimensions}, sort_keys=False))
     quiet = {k: v for k, v in {"num_samples": 0, "story_samples": 0, "eval_steps": TRIAL_EVAL_STEPS}.items()
              if k not in base.given}
 

@@ -25,6 +25,7 @@ from ..model.build import count_parameters, load_model
 from ..model.evaluate import STORY_METRICS
 from ..model.generate import generate
 from ..model.instructions import instruction_score
+from ..utils.cpu import cpu_features
 from ..utils.figures import new_axes, save_figure
 from ..utils.io import atomic_write_json, atomic_write_text, open_file_mode
 from ..version import __version__
@@ -160,6 +161,7 @@ def describe_run(cfg: PretrainConfig, model: PreTrainedModel, tokenizer: Any, te
     return {
         "command": reproduce_command(cfg),
         "device": f"{cfg.world_size} x {torch.cuda.get_device_name() if cuda else 'CPU'}",
+        "cpu": cpu_features(),
         "precision": "bf16" if cfg.bf16 else "fp16" if cfg.fp16 else "fp32",
         "parameters": {"total": params.total, "embeddings": params.embeddings, "lm_head": params.lm_head,
                        "body": params.body},

@@ -19,7 +19,7 @@ from ..config.pretrain import PretrainConfig
 from ..data.collate import causal_collator
 from ..model.evaluate import STORY_METRICS, EvaluationOverTime, evaluate, story_quality
 from ..model.loss import causal_lm_loss
-from ..model.optim import MuonWithAdamW
+from ..model.optim import MuonWithAdamW, parameter_groups
 from .budget import (
     OverheadAllowance,
     budget_callbacks,
@@ -73,12 +73,18 @@ class PretrainTrainer(Trainer):
         self.add_callback(_CheckpointRules(self))
 
     def create_optimizer(self, model=None):
-        """With ``muon``, Muon for the hidden matrices and AdamW for the rest; else Trainer's ``optim``."""
-        if self.optimizer is None and self.args.muon:
-            args = self.args
-            self.optimizer = MuonWithAdamW(
-                self.model, args.learning_rate, args.weight_decay, (args.adam_beta1, args.adam_beta2), args.adam_epsilon
-            )
+        """With ``muon``, Muon for the hidden matrices and AdamW for the rest; with ``embedding_lr`` or ``head_lr``,
+        Trainer's ``optim`` over per-part groups (``parameter_groups``); else Trainer's own."""
+        args = self.args
+        if self.optimizer is None and args.muon:
+            self.optimizer = MuonWithAdamW(self.model, args.learning_rate, args.weight_decay,
+                                           (args.adam_beta1, args.adam_beta2), args.adam_epsilon,
+                                           args.embedding_lr, args.head_lr)
+        elif self.optimizer is None and (args.embedding_lr is not None or args.head_lr is not None):
+            optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, self.model)
+            groups = parameter_groups(self.model, args.learning_rate, args.weight_decay, args.embedding_lr,
+                                      args.head_lr)
+            self.optimizer = optimizer_class(list(groups.values()), **kwargs)
         return super().create_optimizer(model) if self.optimizer is None else self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):

@@ -1,0 +1,45 @@
+"""Model options that stay plain HF models: zero-initialised output projections and QK-norm (as Qwen3)."""
+
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+import tinypretrain as tp
+from tinypretrain.runs.export import export_run
+
+TINY = dict(builtin_stories=200, max_length=32, vocab_size=300, per_device_train_batch_size=2, num_samples=0,
+            story_samples=0, max_eval_samples=4, eval_size=4,
+            model_overrides={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                             "num_key_value_heads": 1})
+
+
+def test_zero_init_projections_start_each_block_as_the_identity_and_still_learn(tmp_path):
+    result = tp.pretrain(output_dir=str(tmp_path / "z"), max_steps=3, zero_init_projections=True, **TINY)
+    fresh = tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                num_key_value_heads=1, vocab_size=320), init="kaiming", seed=0,
+                           zero_projections=True)
+    for name, param in fresh.named_parameters():
+        assert (param.abs().sum() == 0) == name.endswith(("o_proj.weight", "down_proj.weight")), name
+    trained = AutoModelForCausalLM.from_pretrained(result.output_dir)  # a plain HF Llama
+    assert all(p.abs().sum() > 0 for n, p in trained.named_parameters() if n.endswith("down_proj.weight"))
+
+
+def test_qk_norm_trains_a_qwen3_model_that_loads_without_tinypretrain(tmp_path, capsys):
+    result = tp.pretrain(output_dir=str(tmp_path / "q"), max_steps=3, qk_norm=True, **TINY)
+    config = json.loads((result.output_dir / "config.json").read_text())
+    assert config["model_type"] == "qwen3" and config["hidden_size"] == 32 and config["num_key_value_heads"] == 1
+    model = AutoModelForCausalLM.from_pretrained(result.output_dir)
+    names = {name for name, _ in model.named_parameters()}
+    assert "model.layers.0.self_attn.q_norm.weight" in names and "model.layers.1.self_attn.k_norm.weight" in names
+    assert json.loads((result.output_dir / "run.json").read_text())["config"]["qk_norm"] is True
+    with pytest.raises(ValueError, match="model_type='qwen3'"):
+        export_run(result.output_dir, "gguf")
+
+
+def test_relu_squared_is_a_model_override_that_loads_without_tinypretrain(tmp_path):
+    overrides = {**TINY["model_overrides"], "hidden_act": "relu2"}
+    result = tp.pretrain(output_dir=str(tmp_path / "r"), max_steps=2, **{**TINY, "model_overrides": overrides})
+    model = AutoModelForCausalLM.from_pretrained(result.output_dir)
+    assert model.config.hidden_act == "relu2"
+    assert type(model.model.layers[0].mlp.act_fn).__name__ == "ReLUSquaredActivation"
