@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinypretrain as tp
-from tinypretrain.cli import main, sft_config
+from tinypretrain.cli import main
+from tinypretrain.config.argv import sft_config
 from tinypretrain.data.instruct import (
     Request,
     instruct_examples,
