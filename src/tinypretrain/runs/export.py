@@ -3,6 +3,7 @@ atomically and checked against the safetensors model before it is kept."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
@@ -72,7 +73,7 @@ def export_run(run_dir: str | Path, fmt: str, *, dtype: str = "f32", output: str
         check_llama(model.config)  # before anything is created
         with atomic_path(target) as tmp:
             write_gguf(model, tokenizer, tmp, dtype, name=Path(run_dir).resolve().name)
-            checks = check_gguf(run_dir, tmp, dtype, texts)
+            checks = check_gguf(model, tokenizer, tmp, dtype, texts)
         size = target.stat().st_size
     else:
         # their lines (graph rewrites; torchvision ops it skips) tell users nothing
@@ -80,7 +81,7 @@ def export_run(run_dir: str | Path, fmt: str, *, dtype: str = "f32", output: str
             logging.getLogger(name).setLevel(level)
         with atomic_dir(target) as tmp:
             onnx_file = write_onnx(model, tokenizer, tmp, dtype, with_past)
-            checks = check_onnx(run_dir, onnx_file, dtype, texts)
+            checks = check_onnx(model, tokenizer, onnx_file, dtype, texts)
             size = onnx_file.stat().st_size
     export = Export(fmt, dtype, str(target), size, round(time.perf_counter() - start, 2), checks)
     if target.resolve().parent == default_output(run_dir, "onnx", dtype).resolve().parent:
@@ -105,9 +106,9 @@ def _check_writable(target: Path, fmt: str) -> None:
         raise ValueError(f"--output {target}: {parent} is not writable; pick a folder you can write to.")
 
 
-def _rounded(run_dir: str | Path, dtype: str) -> Any:
-    """The safetensors model with its matrices rounded to ``dtype`` and back: what the export should compute."""
-    model, _ = load_model(run_dir)
+def _rounded(model: Any, dtype: str) -> Any:
+    """A copy of ``model`` with its matrices rounded to ``dtype`` and back: what the export should compute."""
+    model = copy.deepcopy(model)
     rounding = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[dtype]
     with torch.no_grad():
         for parameter in model.parameters():
@@ -135,25 +136,25 @@ def _fail_if_over(checks: dict[str, Any], fmt: str, dtype: str) -> dict[str, Any
 
 
 @torch.no_grad()
-def check_gguf(run_dir: str | Path, path: str | Path, dtype: str, texts: list[str]) -> dict[str, Any]:
-    """Read the GGUF file back with transformers: its tokenizer must encode ``texts`` to the run tokenizer's ids, and
-    its logits on 8 of them must match the (rounded) safetensors model; raises ValueError if not."""
+def check_gguf(model: Any, tokenizer: Any, path: str | Path, dtype: str, texts: list[str]) -> dict[str, Any]:
+    """Read the GGUF file back with transformers: its tokenizer must encode ``texts`` to ``tokenizer``'s ids, and its
+    logits on 8 of them must match ``model``'s with its matrices rounded to ``dtype``; raises ValueError if not."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
-    _, tokenizer = load_model(run_dir)
     exported = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     mismatched = sum(tokenizer(t, verbose=False).input_ids != exported(t, verbose=False).input_ids for t in texts)
     if mismatched:
         raise ValueError(f"The GGUF tokenizer encodes {mismatched} of {len(texts)} texts differently from the run's; "
                          "nothing was kept. Please report this with the run's tokenizer.json.")
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+    exported_model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                          dtype=torch.float32).eval()
     batch = _batch(tokenizer, texts)
-    logits = model(**batch).logits
+    mask = batch["attention_mask"]
+    logits = exported_model(**batch).logits
     checks = {"texts_tokenized_equal": len(texts), "logit_texts": len(batch["input_ids"]),
-              "max_logit_diff": _max_diff(logits, _rounded(run_dir, dtype)(**batch).logits, batch["attention_mask"]),
-              "max_logit_diff_vs_f32": _max_diff(logits, load_model(run_dir)[0](**batch).logits,
-                                                 batch["attention_mask"])}
+              "max_logit_diff": _max_diff(logits, _rounded(model, dtype)(**batch).logits, mask),
+              "max_logit_diff_vs_f32": _max_diff(logits, model.eval()(**batch).logits, mask)}
     return _fail_if_over(checks, "gguf", dtype)
 
 
@@ -184,14 +185,13 @@ def ort_greedy(session: Any, prompt_ids: list[int], max_new_tokens: int, eos: in
 
 
 @torch.no_grad()
-def check_onnx(run_dir: str | Path, path: str | Path, dtype: str, texts: list[str]) -> dict[str, Any]:
-    """Run the ONNX file in ONNX Runtime: logits on 8 ``texts`` must match the safetensors model's, and (f32) greedy
+def check_onnx(reference: Any, tokenizer: Any, path: str | Path, dtype: str, texts: list[str]) -> dict[str, Any]:
+    """Run the ONNX file in ONNX Runtime: logits on 8 ``texts`` must match ``reference``'s (in f32), and (f32) greedy
     decoding of 32 tokens from 4 prompts must equal ``tinypretrain generate``'s."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with_past = any(i.name.startswith("past_key_values.") for i in session.get_inputs())
-    reference, tokenizer = load_model(run_dir)
     reference.eval()
     batch = _batch(tokenizer, texts)
     feeds = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}

@@ -3,6 +3,7 @@ layout transformers.js loads (``config.json``, tokenizer files, ``onnx/model.onn
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def write_onnx(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folde
     """Export ``model`` in ``dtype`` (f32, f16) into ``folder``/onnx/, with its config and tokenizer beside; returns
     the .onnx path. One self-contained file: these models are far below ONNX's 2 GB limit."""
     folder = Path(folder)
-    model = model.eval().to(torch.float16 if dtype == "f16" else torch.float32)
+    model = copy.deepcopy(model).eval().to(torch.float16 if dtype == "f16" else torch.float32)  # the caller's stays
     model.config.use_cache = with_past
     model.config.save_pretrained(folder)
     model.generation_config.save_pretrained(folder)
