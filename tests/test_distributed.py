@@ -63,6 +63,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _nodes(port, args, cwds):
+    """2 "nodes" x 1 process on localhost, joined by torchrun's c10d rendezvous as on a cluster."""
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
+             "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
+             "--rdzv_id", "tinypretrain-test", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+        for rank, cwd in enumerate(cwds)
+    ]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     "train_sampling_strategy" not in TrainingArguments.__dataclass_fields__,
@@ -73,15 +85,8 @@ def test_two_nodes_train_what_two_processes_on_one_node_train(tmp_path):
     folder: the same losses and final weights as 2 processes on one node, and only global rank 0 writes."""
     from safetensors.torch import load_file
 
-    port = _free_port()
-    nodes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
-             "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
-             "--rdzv_id", "tinypretrain-test", str(WORKER), str(tmp_path / "nodes"), str(tmp_path / "nodes-log"), "4"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
-        for rank in (0, 1)
-    ]
+    nodes = _nodes(_free_port(), [str(WORKER), str(tmp_path / "nodes"), str(tmp_path / "nodes-log"), "4"],
+                   [tmp_path, tmp_path])
     for node in nodes:
         output, _ = node.communicate(timeout=600)
         assert node.returncode == 0, output[-3000:]
@@ -96,3 +101,63 @@ def test_two_nodes_train_what_two_processes_on_one_node_train(tmp_path):
     logs = [json.loads((tmp_path / "nodes-log" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert logs[0]["metrics"]["world_size"] == 2 and logs[1]["written"] == []
     assert {"run.json", "metrics.jsonl"} <= set(logs[0]["written"])
+
+
+
+@pytest.mark.slow
+def test_a_node_that_cannot_see_the_run_folder_stops_the_run_with_the_fix(tmp_path):
+    """The second node starts in another directory, so the relative output_dir names another folder there (as a
+    node-local disk would): every rank fails at the start, naming the blind rank and the fix."""
+    cwds = [tmp_path / "node0", tmp_path / "node1"]
+    for cwd in cwds:
+        cwd.mkdir()
+    nodes = _nodes(_free_port(), ["-m", "tinypretrain", "train", "--max_steps", "2", "--max_length", "32",
+                                  "--vocab_size", "300", "--builtin_stories", "100", "--output_dir", "runs/shared"], cwds)
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert all(node.returncode != 0 for node in nodes), outputs  # torchrun exits 1 when a worker fails
+    for output in outputs:
+        error = next(line for line in output.splitlines() if line.startswith("tinypretrain: error:"))
+        assert "output_dir runs/shared is not shared: rank 1 on " in error and "--save_on_each_node true" in error
+        assert "exitcode  : 2" in output  # the worker's own exit (a user's mistake); torchrun itself exits 1
+    assert not (cwds[0] / "runs" / "shared").exists()  # the run made the folder, wrote nothing, removed it
+
+
+FSDP_RUN = ["train", "--max_steps", "6", "--save_steps", "3", "--logging_steps", "1", "--eval_strategy", "no",
+            "--max_length", "32", "--vocab_size", "300", "--builtin_stories", "400", "--max_eval_samples", "8",
+            "--eval_size", "8", "--num_samples", "1", "--per_device_train_batch_size", "4",
+            "--train_sampling_strategy", "sequential",
+            "--model_overrides", '{"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, '
+                                 '"num_key_value_heads": 1}']
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    "train_sampling_strategy" not in TrainingArguments.__dataclass_fields__,
+    reason="the comparison needs sequential sampling (TrainingArguments.train_sampling_strategy, transformers >= 5.2)",
+)
+def test_fsdp2_trains_as_ddp_resumes_exactly_and_saves_plain_hf_models(tmp_path):
+    """`--fsdp full_shard` (FSDP2, each decoder layer its own unit) on 2 CPU processes: the losses of DDP within 1e-4,
+    a checkpoint taken under FSDP resumes to bit-identical weights, and checkpoints load as plain HF models."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "tinypretrain"]
+    _run([*torchrun, *FSDP_RUN, "--output_dir", "ddp"], tmp_path)
+    _run([*torchrun, *FSDP_RUN, "--output_dir", "fsdp", "--fsdp", "full_shard"], tmp_path)
+    _run([*torchrun, *FSDP_RUN, "--output_dir", "resumed", "--fsdp", "full_shard",
+          "--resume_from_checkpoint", str(tmp_path / "fsdp" / "checkpoint-3")], tmp_path)
+
+    run = json.loads((tmp_path / "fsdp" / "run.json").read_text())
+    assert run["config"]["fsdp"] and run["config"]["fsdp_config"].get("version", 2) == 2
+    ddp, fsdp = _losses(tmp_path / "ddp"), _losses(tmp_path / "fsdp")
+    assert ddp.keys() == fsdp.keys() == set(range(1, 7))
+    assert max(abs(ddp[s] - fsdp[s]) for s in ddp) < LOSS_TOLERANCE
+    assert {s: _losses(tmp_path / "resumed")[s] for s in (4, 5, 6)} == {s: fsdp[s] for s in (4, 5, 6)}
+
+    final, resumed = (load_file(tmp_path / name / "model.safetensors") for name in ("fsdp", "resumed"))
+    assert final.keys() == resumed.keys() and all(torch.equal(final[k], resumed[k]) for k in final)
+    for folder in (tmp_path / "fsdp" / "checkpoint-3", tmp_path / "fsdp"):  # whole tensors, not one rank's shard
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        assert model.model.layers[1].mlp.up_proj.weight.shape == (model.config.intermediate_size, 32)
+        assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()

@@ -85,6 +85,7 @@ def pretrain(
         _destroy_process_group_at_exit()
     out = run_dir.run_folder(cfg.output_dir, state)
     with run_dir.claimed(out, main=state.is_main_process):
+        run_dir.check_shared(out, state, save_on_each_node=cfg.save_on_each_node)
         return run(cfg, out, state, callbacks or [])
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 from accelerate import PartialState
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, gather_object
 
 from ..utils.io import atomic_write_text
 from .card import is_unedited_card
@@ -40,6 +40,29 @@ def run_folder(output_dir: str | None, state: PartialState) -> Path:
     if state.num_processes > 1:
         name = broadcast_object_list([name], from_process=0)[0]
     return Path(name).expanduser()
+
+
+def check_shared(out: Path, state: PartialState, *, save_on_each_node: bool) -> None:
+    """Every rank must see the folder rank 0 claimed: they all read its checkpoints on resume (and write their shards
+    under FSDP). A rank that sees another folder (a node-local disk, or a relative output_dir from another working
+    directory) fails the run at the start, on every rank, instead of hours later at the first resume."""
+    if state.num_processes == 1 or save_on_each_node:
+        return
+    claim = broadcast_object_list([_read_owner(out / OWNER) if state.is_main_process else None], from_process=0)[0]
+    seen = gather_object([(state.process_index, socket.gethostname(), _read_owner(out / OWNER) == claim)])
+    blind = [f"rank {rank} on {host}" for rank, host, sees in seen if not sees]
+    if blind:
+        raise ValueError(
+            f"output_dir {out} is not shared: {', '.join(blind)} cannot see the run folder rank 0 created. Put it on "
+            "storage every node mounts, at an absolute path, or pass --save_on_each_node true for node-local disks."
+        )
+
+
+def _read_owner(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
 
 
 @contextmanager
