@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 FLAGS = [
@@ -112,3 +113,47 @@ def test_resume_at_the_edges_and_refused_changes(tmp_path):
     again = tp.pretrain(output_dir=str(cut), max_steps=9, resume_from_checkpoint="true",
                         **{**tiny, "per_device_train_batch_size": 2, "allow_resume_changes": True})
     assert again.metrics["train_steps"] == 9
+
+
+STREAM_FLAGS = [
+    "--streaming", "true", "--max_length", "64", "--vocab_size", "400", "--max_eval_samples", "16", "--eval_size", "16",
+    "--per_device_train_batch_size", "8", "--max_steps", "1000", "--save_steps", "100", "--eval_steps", "500",
+    "--logging_steps", "50", "--num_samples", "1", "--save_total_limit", "2",
+    "--model_overrides", '{"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}',
+]
+
+
+@pytest.mark.slow
+def test_a_killed_streamed_run_resumes_where_it_was_without_reading_a_text_twice(tmp_path):
+    """kill -9 a streamed run in its second pass over the corpus, resume: the weights and losses of an uninterrupted
+    run, and the texts the two processes read add up to the texts the uninterrupted run read (none twice)."""
+    import tinypretrain as tp
+
+    corpus = tmp_path / "train.txt"
+    corpus.write_text("".join(story + "<|endoftext|>" for story in tp.generate_stories(1500, seed=3)))
+    crashed, full = tmp_path / "crashed", tmp_path / "full"
+
+    def train(out, *extra):
+        return [sys.executable, "-m", "tinypretrain", "train", "--dataset", str(corpus), "--output_dir", str(out),
+                *STREAM_FLAGS, *extra]
+
+    proc = subprocess.Popen(train(crashed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (crashed / "checkpoint-700" / "tinypretrain_complete").exists():
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+
+    subprocess.run(train(crashed, "--resume_from_checkpoint", "true"), check=True, capture_output=True)
+    subprocess.run(train(full), check=True, capture_output=True)
+
+    a, b = load_file(crashed / "model.safetensors"), load_file(full / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
+    assert _losses(crashed) == _losses(full)
+    resumed, straight = (json.loads((d / "run.json").read_text())["run"]["data"]["stream"] for d in (crashed, full))
+    texts_per_pass = 1500 - 16  # the first 16 texts are held out for evaluation
+    assert resumed["resumed_at"]["blocks"] == 700 * 8 and resumed["resumed_at"]["texts"] > texts_per_pass
+    # the resumed process read only texts after the checkpoint's position: together, exactly the texts of one run
+    assert resumed["resumed_at"]["texts"] + resumed["texts_read"] == straight["texts_read"]

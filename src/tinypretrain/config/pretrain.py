@@ -70,7 +70,8 @@ class PretrainConfig(TrainingArguments):
         default=None,
     )
     streaming: bool = documented(
-        "Stream the corpus instead of caching it (needs a dataset, max_steps and packing).", default=False
+        "Stream the corpus instead of caching it (needs a dataset, max_steps and packing); checkpoints save the "
+        "stream's position.", default=False
     )
     # tokenizer
     tokenizer: str | None = documented("Hub name or path; None = train a byte-level BPE on the data.", default=None)
@@ -268,6 +269,9 @@ class PretrainConfig(TrainingArguments):
             problems.append("set num_train_epochs > 0 or max_steps > 0")
         if self.streaming and (self.max_steps <= 0 or self.packing == "truncate" or self.dataset is None):
             problems.append("streaming needs a dataset, max_steps > 0 (a stream has no length) and packing")
+        if self.streaming and self.dataloader_num_workers > 0:
+            problems.append("streaming reads the stream in the training process, so that a resume starts exactly "
+                            "where the checkpoint was; set dataloader_num_workers=0")
         return problems
 
     def to_fields(self) -> dict[str, Any]:

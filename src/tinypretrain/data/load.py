@@ -41,39 +41,88 @@ _SUFFIXES = (".txt", *_BUILDERS)
 
 
 # ----------------------------------------------------------------------------------------------------------- loading
+SHARD_BYTES = 1 << 20  # a streamed .txt file is read in shards of this size: a resume skips whole shards unread
+_BOM = b"\xef\xbb\xbf"  # a byte-order mark is not text
+
+
 def read_eot_text(paths: Sequence[str]) -> Iterator[dict[str, str]]:
     """Yield ``{"text": record}`` from ``.txt`` files whose records are separated by ``<|endoftext|>``.
 
     A file with no separator in its first MiB is read as one record per non-empty line (the plain-text
-    convention). Streams line by line, so files larger than memory are fine.
+    convention). Reads a MiB at a time, so files larger than memory are fine.
     """
+    return read_text_ranges(text_ranges(paths, shard_bytes=None))
+
+
+def text_ranges(paths: Sequence[str], shard_bytes: int | None) -> list[tuple[str, int, int, str]]:
+    """``(path, start, end, separator)`` shards of ``.txt`` files, ``shard_bytes`` each (None: a file each). A shard
+    holds the records that start in its byte range, so a stream over shards can resume at one without reading the
+    ones before it (datasets skips whole shards by index)."""
+    ranges = []
     for path in paths:
-        with open(path, encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not text
-            try:
-                by_line = EOT not in handle.read(1 << 20)
-                handle.seek(0)
-                record: list[str] = []
-                for line in handle:
-                    if by_line:
-                        if line.strip():
-                            yield {"text": line.rstrip("\n")}
-                        continue
-                    head, sep, tail = line.partition(EOT)
-                    record.append(head)
-                    while sep:
-                        text = "".join(record).strip()
-                        if text:
-                            yield {"text": text}
-                        head, sep, tail = tail.partition(EOT)
-                        record = [head]
-                text = "".join(record).strip()
-                if text:
-                    yield {"text": text}
-            except UnicodeDecodeError as err:
-                raise ValueError(
-                    f"{path} is not UTF-8 text (bad byte at offset {err.start}); re-encode it, e.g. "
-                    f"`iconv -f latin1 -t utf-8 {path} > fixed.txt`."
-                ) from None
+        size, separator = os.path.getsize(path), _separator(path)
+        step = shard_bytes or max(size, 1)
+        ranges += [(path, start, min(start + step, size), separator) for start in range(0, max(size, 1), step)]
+    return ranges
+
+
+def read_text_ranges(ranges: Sequence[tuple[str, int, int, str]]) -> Iterator[dict[str, str]]:
+    """Yield ``{"text": record}`` for the records of each ``text_ranges`` shard, in order."""
+    for path, start, end, separator in ranges:
+        for text in _records(path, start, end, separator.encode()):
+            yield {"text": text}
+
+
+def _separator(path: str) -> str:
+    with open(path, "rb") as handle:
+        return EOT if EOT.encode() in handle.read(1 << 20) else "\n"
+
+
+def _records(path: str, start: int, end: int, separator: bytes) -> Iterator[str]:
+    """The non-blank records of ``path`` that start in ``[start, end)``: the file's first one (at 0, after any
+    byte-order mark) and each one right after a separator."""
+    chunk = 1 << 20
+    with open(path, "rb") as handle:
+        if start == 0:
+            base = len(_BOM) if handle.read(len(_BOM)) == _BOM else 0
+            begin: int | None = 0
+        else:  # the first record here follows the first separator that ends at or after start
+            base, begin = max(0, start - len(separator)), None
+        handle.seek(base)
+        buffer, owned = handle.read(chunk), start == 0
+        while True:
+            found = buffer.find(separator, begin or 0)
+            if found < 0:
+                more = handle.read(chunk)
+                if more:  # keep the unfinished record (or a separator's head) and read on
+                    keep = begin if begin is not None else max(0, len(buffer) - len(separator) + 1)
+                    buffer, base = buffer[keep:] + more, base + keep
+                    begin = None if begin is None else 0
+                    continue
+                if begin is None:
+                    return
+                found = len(buffer)  # the file's last record has no separator after it
+            if begin is not None:
+                if not owned and base + begin >= end:
+                    return
+                owned = False
+                text = _decode(buffer[begin:found], path, base + begin)
+                if text.strip():
+                    yield text.rstrip("\n") if separator == b"\n" else text.strip()
+            if found == len(buffer):
+                return
+            begin = found + len(separator)
+
+
+def _decode(raw: bytes, path: str, offset: int) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path} is not UTF-8 text (bad byte at offset {offset + err.start}); re-encode it, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path} > fixed.txt`."
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines, as text mode reads them
 
 
 def has_text(text: object) -> bool:
@@ -126,7 +175,8 @@ def _load_local_split(files: list[str], streaming: bool) -> Dataset | IterableDa
             empty = Dataset.from_dict({"text": []}, features=features)
             return empty.to_iterable_dataset() if streaming else empty
         if streaming:
-            return IterableDataset.from_generator(read_eot_text, features=features, gen_kwargs={"paths": files})
+            return IterableDataset.from_generator(read_text_ranges, features=features,
+                                                  gen_kwargs={"ranges": text_ranges(files, SHARD_BYTES)})
         # The cache key must change when a file does; datasets would otherwise hash only the paths.
         stamps = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
         fingerprint = hashlib.sha256(repr(stamps).encode()).hexdigest()[:32]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from itertools import islice
 from typing import Any, NamedTuple
 
@@ -17,7 +17,8 @@ from ..utils.memory import releasing
 from .corpus import generate_stories, story_dataset
 from .instruct import instruct_examples, tokenize_prompt_completion
 from .load import check_text_column, has_text, load_text_dataset
-from .pack import pack_dataset, pack_stream, tokenize_truncate
+from .pack import pack_dataset, tokenize_truncate
+from .stream import BlockStream
 from .tokenizer import load_tokenizer, train_tokenizer
 
 logger = logging.getLogger("tinypretrain")
@@ -53,7 +54,10 @@ def load_texts(cfg: PretrainConfig) -> RunTexts:
     splits = load(None)
     train = load(cfg.train_split)
     nonblank = functools.partial(_nonblank, text_column=cfg.text_column)
-    train = train.filter(nonblank if cfg.streaming else releasing(nonblank, train), batched=True)
+    if cfg.streaming:  # a text at a time, so the stream's state_dict is exact (a batched filter re-reads its batch)
+        train = train.filter(has_text, input_columns=cfg.text_column)
+    else:
+        train = train.filter(releasing(nonblank, train), batched=True)
     if next(iter(train), None) is None:
         raise ValueError(f"The training split {cfg.train_split!r} of {cfg.dataset} is empty (or only blank texts).")
     eval_split = cfg.eval_split.split("[")[0] if cfg.eval_split else None
@@ -157,14 +161,13 @@ def make_tokenizer(cfg: PretrainConfig, train_texts: Dataset | IterableDataset, 
     )
 
 
-def training_rows(cfg: PretrainConfig, train: Dataset | IterableDataset, tokenizer: Any) -> Dataset | IterableDataset:
+def training_rows(cfg: PretrainConfig, train: Dataset | IterableDataset, tokenizer: Any) -> Dataset | BlockStream:
     """Tokenized training rows: packed blocks of ``max_length`` (on the fly for streams), or truncated stories; for
     sft, one example per row with the prompt's labels masked."""
     if isinstance(cfg, SFTConfig):
         return _instruction_tokens(cfg, train, tokenizer)
-    if cfg.streaming:  # tokenized and packed as Trainer pulls batches
-        kwargs = {"texts": train, "tokenizer": tokenizer, "max_length": cfg.max_length, "text_column": cfg.text_column}
-        return IterableDataset.from_generator(_stream_blocks, gen_kwargs=kwargs)
+    if cfg.streaming:  # tokenized and packed as Trainer pulls batches, resumable where a checkpoint left it
+        return BlockStream(train, tokenizer, cfg.max_length, cfg.text_column)
     pack = cfg.packing != "truncate"
     tokenized = train.map(
         releasing(tokenize_truncate, train),
@@ -199,13 +202,3 @@ def default_num_proc(texts: int) -> int | None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return min(8, cores) if texts >= LARGE_CORPUS and cores > 2 else None
 
-
-def _stream_blocks(texts: IterableDataset, tokenizer: Any, max_length: int, text_column: str) -> Iterator[dict]:
-    batches = (
-        tokenize_truncate(batch, tokenizer, max_length=max_length, text_column=text_column, overflow="split")[
-            "input_ids"
-        ]
-        for batch in texts.iter(batch_size=1000)
-    )
-    for block in pack_stream(batches, max_length):
-        yield {"input_ids": block}

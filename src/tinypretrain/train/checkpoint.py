@@ -18,13 +18,18 @@ from .clock import TrainingClock
 COMPLETE_MARKER = "tinypretrain_complete"  # written last into a checkpoint; resume trusts only marked ones
 
 
+def checkpoint_folder(output_dir: str | Path, step: int) -> Path:
+    """Where Trainer saves the checkpoint of ``step``."""
+    return Path(output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+
+
 def mark_complete(output_dir: str | Path, step: int, clock: TrainingClock, budget_s: float | None,
                   layout: dict[str, Any]) -> None:
     """Mark ``checkpoint-<step>`` complete, last of all its files: resume trusts only marked checkpoints. The marker
     holds what a resume needs: the step, the clock's training and wall seconds, the time budget and the layout."""
     marker = {"step": step, "train_seconds": clock.seconds(), "wall_seconds": clock.wall_seconds(),
               "budget_s": budget_s, "layout": layout}
-    atomic_write_json(Path(output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{step}" / COMPLETE_MARKER, marker)
+    atomic_write_json(checkpoint_folder(output_dir, step) / COMPLETE_MARKER, marker)
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> Path | None:

@@ -21,6 +21,7 @@ from ..config.settings import NOT_REPRODUCED
 from ..config.sft import SFTConfig
 from ..data.pack import token_fingerprint
 from ..data.prepare import RunTexts
+from ..data.stream import BlockStream
 from ..model.build import count_parameters, load_model
 from ..model.evaluate import STORY_METRICS
 from ..model.generate import generate
@@ -175,6 +176,8 @@ def describe_run(cfg: PretrainConfig, model: PreTrainedModel, tokenizer: Any, te
             "eval": texts.eval_source,
             "eval_split": texts.eval_split,
             "eval_texts": len(texts.eval),
+            **({"stream": {"texts_read": rows.texts_read, "resumed_at": rows.resumed_at}}
+               if isinstance(rows, BlockStream) else {}),
         },
         "tokenizer": {
             "vocab_size": len(tokenizer),

@@ -104,6 +104,8 @@ def run(cfg: PretrainConfig, out: Path, state: PartialState, callbacks: list[Tra
         texts = load_texts(cfg)
         tokenizer = make_tokenizer(cfg, texts.train, checkpoint)
         train_rows = training_rows(cfg, texts.train, tokenizer)
+        if checkpoint is not None and cfg.streaming and not cfg.ignore_data_skip:
+            train_rows.resume(checkpoint)  # at the checkpoint's place in the stream: nothing before it is read again
     # Model.
     model = starting_model(cfg, tokenizer)
     if state.is_main_process:

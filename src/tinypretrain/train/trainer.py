@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from ..config.pretrain import PretrainConfig
 from ..data.collate import causal_collator
+from ..data.stream import BlockStream
 from ..model.evaluate import STORY_METRICS, EvaluationOverTime, evaluate, story_quality
 from ..model.loss import causal_lm_loss
 from ..model.optim import MuonWithAdamW, parameter_groups
@@ -27,7 +28,7 @@ from .budget import (
     schedule_factor,
     time_fraction,
 )
-from .checkpoint import mark_complete
+from .checkpoint import checkpoint_folder, mark_complete
 from .clock import TrainingClock
 from .signals import RankAgreement
 
@@ -196,6 +197,9 @@ class _CheckpointRules(TrainerCallback):
         self.trainer.training = False
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        stream = self._stream()
+        if stream is not None:
+            stream.release(self._trained_blocks(args, state))
         if control.should_save or control.should_training_stop or state.global_step >= state.max_steps:
             # Every checkpoint and the last step log the loss, so the run's record covers every step, across resumes.
             control.should_log = True
@@ -210,11 +214,23 @@ class _CheckpointRules(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         clock = self.trainer.clock
+        stream = self._stream()
+        if stream is not None and state.is_world_process_zero:  # the rank that reads the stream (accelerate dispatches)
+            stream.save_position(checkpoint_folder(args.output_dir, state.global_step), self._trained_blocks(args, state))
         if args.should_save:
             mark_complete(args.output_dir, state.global_step, clock, self.trainer.budget_s, self.trainer.layout)
         clock.resume()  # paused in on_step_end
         if self.trainer.allowance is not None and self.trainer.training:
             self.trainer.allowance.cost["save"] = time.perf_counter() - self._save_started
+
+
+    def _stream(self) -> BlockStream | None:
+        rows = self.trainer.train_dataset
+        return rows if isinstance(rows, BlockStream) else None
+
+    @staticmethod
+    def _trained_blocks(args, state) -> int:
+        return state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
 
 
 class DivergenceGuard(TrainerCallback):
@@ -244,6 +260,8 @@ def trainer_args(cfg: PretrainConfig, out: Path) -> PretrainConfig:
     only if set) and fractional eval/save points are fractions of the time, so Trainer's step-based ones are off.
     These mechanics never reach run.json, which records the settings."""
     changes: dict[str, Any] = {"output_dir": str(out)}
+    if cfg.streaming:  # the stream resumes at its saved position (data/stream.py); Trainer's skip would re-read it
+        changes["ignore_data_skip"] = True
     if cfg.max_time is not None:
         changes["max_steps"] = cfg.max_steps if cfg.max_steps > 0 else UNBOUNDED_STEPS
         if time_fraction(cfg.eval_steps):
