@@ -1,8 +1,13 @@
 """Memory and speed of a training run's data pipeline as the corpus grows: the texts (blank ones dropped, eval texts
-held out), tokenized with overflow="split" and packed into blocks (run_data.load_texts -> training_rows, as
-`tinypretrain train` runs them) on N generated stories, each size in a fresh process with an empty datasets cache.
+held out), tokenized and packed into blocks as `tinypretrain train` does it, on N generated stories, each size in a
+fresh process with an empty datasets cache. Two modes:
 
-    python benchmarks/data_scale.py --stories 50000 500000 --json benchmarks/results/data_scale.json
+- cached: `load_texts` -> `training_rows` (datasets.map tokenization with overflow="split", `pack_dataset` into the
+  datasets cache); `tokenize_tokens_per_s` times the tokenization alone (everything but `pack_dataset`);
+- streamed (`--streaming true`): one pass of the `BlockStream` a streamed run trains from (tokenized and packed as
+  blocks are pulled; nothing cached).
+
+    python benchmarks/data_scale.py --stories 50000 2700000 --json benchmarks/results/data_scale.json
 
 Peak RSS is the child process's maximum resident set (getrusage), which includes Python, torch and the tokenizer,
 and the pages of the memory-mapped Arrow cache files it has read (file-backed, reclaimable by the kernel); the
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,21 +29,45 @@ from _common import eot_text, machine, print_table, write_json
 
 import tinypretrain as tp
 
-COLUMNS = ["stories", "tokens", "seconds", "tokens_per_s", "peak_rss_gb", "rss_anon_gb_end", "rss_file_gb_end", "load_1m"]
+COLUMNS = ["mode", "stories", "tokens", "seconds", "tokens_per_s", "tokenize_tokens_per_s", "peak_rss_gb",
+           "rss_anon_gb_end", "rss_file_gb_end", "load_1m"]
 CHILD = """
 import json, resource, sys, tempfile, time
+import datasets
 import tinypretrain as tp
-from tinypretrain.data.prepare import load_texts, training_rows
-corpus, tokenizer_dir, block = sys.argv[1], sys.argv[2], int(sys.argv[3])
-cfg = tp.PretrainConfig(dataset=corpus, tokenizer=tokenizer_dir, max_length=block, output_dir=tempfile.mkdtemp())
+import tinypretrain.data.prepare as prepare
+datasets.disable_progress_bars()
+corpus, tokenizer_dir, block, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+streaming = mode == "streamed"
+cfg = tp.PretrainConfig(dataset=corpus, tokenizer=tokenizer_dir, max_length=block, output_dir=tempfile.mkdtemp(),
+                        streaming=streaming, max_steps=1 if streaming else -1)
 tok = tp.load_tokenizer(tokenizer_dir)
+packing = [0.0]
+pack = prepare.pack_dataset
+def timed_pack(*args, **kwargs):
+    start = time.perf_counter()
+    try:
+        return pack(*args, **kwargs)
+    finally:
+        packing[0] += time.perf_counter() - start
+prepare.pack_dataset = timed_pack
 start = time.perf_counter()
-texts = load_texts(cfg).train
-packed = training_rows(cfg, texts, tok)
+texts = prepare.load_texts(cfg).train
+rows = prepare.training_rows(cfg, texts, tok)
+if streaming:
+    blocks = 0
+    for _ in rows:
+        if rows.passes:  # the first block of the second pass
+            break
+        blocks += 1
+    n_texts = rows.texts_read
+else:
+    blocks, n_texts = len(rows), len(texts)
 seconds = time.perf_counter() - start
 status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
 kib = lambda key: int(status.get(key, "0 kB").split()[0]) / 2**20  # noqa: E731
-print(json.dumps({"texts": len(texts), "tokens": len(packed) * block, "seconds": seconds,
+print(json.dumps({"texts": n_texts, "tokens": blocks * block, "seconds": seconds,
+                  "tokenize_tokens_per_s": None if streaming else blocks * block / (seconds - packing[0]),
                   "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                   "rss_anon_gb_end": kib("RssAnon"), "rss_file_gb_end": kib("RssFile")}))
 """
@@ -46,6 +76,7 @@ print(json.dumps({"texts": len(texts), "tokens": len(packed) * block, "seconds":
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stories", type=int, nargs="+", default=[50_000, 500_000])
+    parser.add_argument("--modes", nargs="+", choices=["cached", "streamed"], default=["cached", "streamed"])
     parser.add_argument("--block", type=int, default=256)
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -53,21 +84,30 @@ def main() -> None:
     tokenizer = work / "tok"
     tp.train_tokenizer(tp.generate_stories(20_000, seed=1), vocab_size=4096, save_dir=tokenizer)
     rows = []
-    for n in args.stories:
-        corpus = work / f"stories-{n}" / "train.txt"
-        corpus.parent.mkdir()
-        with corpus.open("w", encoding="utf-8") as handle:
-            for start in range(0, n, 50_000):
-                stories = tp.generate_stories(min(50_000, n - start), seed=start)
-                handle.write(eot_text(stories))
-        env = {**os.environ, "HF_DATASETS_CACHE": str(work / f"cache-{n}")}
-        load = os.getloadavg()[0]
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(corpus.parent), str(tokenizer), str(args.block)],
-                              capture_output=True, text=True, env=env, check=True)
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        rows.append({"stories": n, **result, "tokens_per_s": result["tokens"] / result["seconds"], "load_1m": load})
-        print_table(rows[-1:], COLUMNS)
-        write_json(args.json, {"machine": machine(), "rows": rows})
+    try:
+        for n in args.stories:
+            corpus = work / f"stories-{n}" / "train.txt"
+            corpus.parent.mkdir()
+            with corpus.open("w", encoding="utf-8") as handle:
+                for start in range(0, n, 50_000):
+                    handle.write(eot_text(tp.generate_stories(min(50_000, n - start), seed=start)))
+            for mode in args.modes:
+                cache = work / f"cache-{n}-{mode}"
+                env = {**os.environ, "HF_DATASETS_CACHE": str(cache)}
+                load = os.getloadavg()[0]
+                proc = subprocess.run([sys.executable, "-c", CHILD, str(corpus.parent), str(tokenizer),
+                                       str(args.block), mode], capture_output=True, text=True, env=env)
+                if proc.returncode:
+                    sys.exit(proc.stderr[-3000:])
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                rows.append({"mode": mode, "stories": n, **result, "tokens_per_s": result["tokens"] / result["seconds"],
+                             "load_1m": load})
+                print_table(rows[-1:], COLUMNS)
+                write_json(args.json, {"machine": machine(), "rows": rows})
+                shutil.rmtree(cache, ignore_errors=True)
+            corpus.unlink()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print_table(rows, COLUMNS)
 
 

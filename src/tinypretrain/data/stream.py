@@ -93,6 +93,11 @@ class BlockStream(torch.utils.data.IterableDataset):
             self._marks.append(_Mark(self._blocks, self.texts.state_dict(), self._texts, self._epoch, pending))
         self._epoch += 1  # the final partial block is dropped, as pack_stream drops it
 
+    @property
+    def passes(self) -> int:
+        """Passes over the texts completed so far."""
+        return self._epoch
+
     def release(self, trained_blocks: int) -> None:
         """Forget the batches wholly before ``trained_blocks``: no position can fall there any more."""
         while len(self._marks) > 1 and self._marks[1].first_block <= trained_blocks:
