@@ -3,7 +3,8 @@ held out), tokenized and packed into blocks as `tinypretrain train` does it, on 
 fresh process with an empty datasets cache. Two modes:
 
 - cached: `load_texts` -> `training_rows` (datasets.map tokenization with overflow="split", `pack_dataset` into the
-  datasets cache); `tokenize_tokens_per_s` times the tokenization alone (everything but `pack_dataset`);
+  datasets cache); `load_seconds` is `load_texts` (the .txt into Arrow, blank texts dropped, eval texts held
+  out), `pack_seconds` is `pack_dataset`, and `tokenize_tokens_per_s` times the tokenization (datasets.map) alone;
 - streamed (`--streaming true`): one pass of the `BlockStream` a streamed run trains from (tokenized and packed as
   blocks are pulled; nothing cached).
 
@@ -29,8 +30,8 @@ from _common import eot_text, machine, print_table, write_json
 
 import tinypretrain as tp
 
-COLUMNS = ["mode", "stories", "tokens", "seconds", "tokens_per_s", "tokenize_tokens_per_s", "peak_rss_gb",
-           "rss_anon_gb_end", "rss_file_gb_end", "load_1m"]
+COLUMNS = ["mode", "stories", "tokens", "seconds", "tokens_per_s", "load_seconds", "pack_seconds",
+           "tokenize_tokens_per_s", "peak_rss_gb", "rss_anon_gb_end", "rss_file_gb_end", "load_1m"]
 CHILD = """
 import json, resource, sys, tempfile, time
 import datasets
@@ -53,6 +54,7 @@ def timed_pack(*args, **kwargs):
 prepare.pack_dataset = timed_pack
 start = time.perf_counter()
 texts = prepare.load_texts(cfg).train
+loaded = time.perf_counter()
 rows = prepare.training_rows(cfg, texts, tok)
 if streaming:
     blocks = 0
@@ -67,7 +69,9 @@ seconds = time.perf_counter() - start
 status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
 kib = lambda key: int(status.get(key, "0 kB").split()[0]) / 2**20  # noqa: E731
 print(json.dumps({"texts": n_texts, "tokens": blocks * block, "seconds": seconds,
-                  "tokenize_tokens_per_s": None if streaming else blocks * block / (seconds - packing[0]),
+                  "load_seconds": loaded - start, "pack_seconds": None if streaming else packing[0],
+                  "tokenize_tokens_per_s": None if streaming else blocks * block / (seconds - (loaded - start)
+                                                                                    - packing[0]),
                   "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                   "rss_anon_gb_end": kib("RssAnon"), "rss_file_gb_end": kib("RssFile")}))
 """

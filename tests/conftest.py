@@ -31,6 +31,24 @@ def llama_style_tokenizer(tokenizer):
 
 
 @pytest.fixture(scope="session")
+def llama2_kind_tokenizer(stories):
+    """Llama-2's kind of tokenizer: BPE over "▁"-marked words with byte fallback, as transformers' LlamaTokenizer
+    builds it (GGUF tokenizer model ``llama``)."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaTokenizer
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Metaspace()
+    bpe.train_from_iterator(stories[:500], trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"],
+                                                               show_progress=False))
+    spec = json.loads(bpe.to_str())["model"]
+    vocab = spec["vocab"] | {f"<0x{b:02X}>": len(spec["vocab"]) + b for b in range(256)}
+    return LlamaTokenizer(vocab=vocab, merges=[tuple(m) for m in spec["merges"]])
+
+
+@pytest.fixture(scope="session")
 def tinystories_dir() -> Path:
     if not (SHARED_TINYSTORIES / "train.txt").exists():
         pytest.skip("../shared/data/tinystories is not present")

@@ -149,7 +149,8 @@ def test_fsdp2_trains_as_ddp_resumes_exactly_and_saves_plain_hf_models(tmp_path)
           "--resume_from_checkpoint", str(tmp_path / "fsdp" / "checkpoint-3")], tmp_path)
 
     run = json.loads((tmp_path / "fsdp" / "run.json").read_text())
-    assert run["config"]["fsdp"] and run["config"]["fsdp_config"].get("version", 2) == 2
+    assert run["config"]["fsdp"] and run["run"]["fsdp_version"] == 2
+    assert json.loads((tmp_path / "ddp" / "run.json").read_text())["run"]["fsdp_version"] is None
     ddp, fsdp = _losses(tmp_path / "ddp"), _losses(tmp_path / "fsdp")
     assert ddp.keys() == fsdp.keys() == set(range(1, 7))
     assert max(abs(ddp[s] - fsdp[s]) for s in ddp) < LOSS_TOLERANCE

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import tinypretrain as tp
 from tinypretrain.cli import main
@@ -36,18 +35,10 @@ def run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def llama_run(tmp_path_factory, stories):
-    """A finished tiny run with a Llama-2-style tokenizer: BPE over "▁"-marked words with byte fallback, as
-    transformers' LlamaTokenizer builds it (GGUF tokenizer model ``llama``)."""
+def llama_run(tmp_path_factory, llama2_kind_tokenizer):
+    """A finished tiny run with a Llama-2-style tokenizer (GGUF tokenizer model ``llama``)."""
     root = tmp_path_factory.mktemp("export-llama")
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.Metaspace()
-    bpe.train_from_iterator(stories[:500], trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"],
-                                                               show_progress=False))
-    spec = json.loads(bpe.to_str())["model"]
-    vocab = spec["vocab"] | {f"<0x{b:02X}>": len(spec["vocab"]) + b for b in range(256)}
-    tokenizer = LlamaTokenizer(vocab=vocab, merges=[tuple(m) for m in spec["merges"]])
-    tokenizer.save_pretrained(root / "tokenizer")
+    llama2_kind_tokenizer.save_pretrained(root / "tokenizer")
     return tp.pretrain(output_dir=str(root / "run"), max_steps=6, tokenizer=str(root / "tokenizer"),
                        **{k: v for k, v in TINY.items() if k != "vocab_size"}).output_dir
 

@@ -1,4 +1,8 @@
+import copy
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 import tinypretrain as tp
@@ -41,3 +45,21 @@ def test_load_tokenizer_without_eos(tmp_path, tokenizer):
     tok.save_pretrained(tmp_path / "noeos")
     with pytest.raises(ValueError, match="has no EOS token"):
         tp.load_tokenizer(tmp_path / "noeos")
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.lists(st.text(alphabet=st.sampled_from("Lily sat.\n  é日!?'\"\t"), max_size=60), min_size=1, max_size=5))
+def test_fast_batch_encoding_gives_the_tokenizers_own_ids(tokenizer, llama2_kind_tokenizer, batch):
+    from tinypretrain.data.pack import _token_ids
+
+    for tok in (tokenizer, llama2_kind_tokenizer):
+        assert _token_ids(tok, batch) == tok(batch, add_special_tokens=False)["input_ids"]
+
+
+def test_a_backend_set_to_truncate_goes_through_the_tokenizers_call(tokenizer):
+    from tinypretrain.data.pack import _token_ids
+
+    tok = copy.deepcopy(tokenizer)
+    tok.backend_tokenizer.enable_truncation(3)
+    text = ["Lily and Tom went to the park to play with a big red ball."]
+    assert len(_token_ids(tok, text)[0]) > 3 and _token_ids(tok, text) == tok(text, add_special_tokens=False)["input_ids"]

@@ -154,7 +154,9 @@ def _record(cfg: PretrainConfig, out: Path, state: PartialState, trainer: Pretra
                                 texts.prompts or SAMPLE_PROMPTS)
         description = {**describe_run(cfg, model, tokenizer, texts, train_rows), "samples": samples,
                        "evaluations": [h["step"] for h in history if "eval_loss" in h],
-                       "overhead_skipped": trainer.allowance.skipped if trainer.allowance else None}
+                       "overhead_skipped": trainer.allowance.skipped if trainer.allowance else None,
+                       "fsdp_version": trainer.accelerator.state.fsdp_plugin.fsdp_version if trainer.is_fsdp_enabled
+                       else None}
         compute = compute_record(flops_per_token(model, cfg.max_length), metrics["tokens_seen"],
                                  metrics["train_seconds"], cfg.peak_flops, description["device"],
                                  description["precision"])
