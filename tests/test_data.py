@@ -50,6 +50,9 @@ def test_split_loses_nothing(tokenizer, batch, max_length):
         assert got == expected  # nothing lost, nothing added
         assert got.count(eos) == 1 and got[-1] == eos  # EOS only at the true end
     assert next(chunks, None) is None
+    bare = tp.tokenize_truncate({"text": batch}, tokenizer, max_length=max_length, overflow="split",
+                                return_attention_mask=False)
+    assert bare == {"input_ids": out["input_ids"]}
 
 
 def test_truncate_without_eos_and_as_dataset_map(tokenizer, stories):

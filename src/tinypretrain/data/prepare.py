@@ -179,6 +179,7 @@ def training_rows(cfg: PretrainConfig, train: Dataset | IterableDataset, tokeniz
             "max_length": cfg.max_length,
             "text_column": cfg.text_column,
             "overflow": "split" if pack else "truncate",
+            "return_attention_mask": not pack,
         },
         desc="Tokenizing",
     )

@@ -88,7 +88,8 @@ class BlockStream(torch.utils.data.IterableDataset):
             self.texts_read += len(batch)
             self._texts += len(batch)
             ids = tokenize_truncate({self.text_column: batch}, self.tokenizer, max_length=self.max_length,
-                                    text_column=self.text_column, overflow="split")["input_ids"]
+                                    text_column=self.text_column, overflow="split",
+                                    return_attention_mask=False)["input_ids"]
             pending = np.concatenate([pending, _flatten(ids)[0]])
             self._marks.append(_Mark(self._blocks, self.texts.state_dict(), self._texts, self._epoch, pending))
         self._epoch += 1  # the final partial block is dropped, as pack_stream drops it
