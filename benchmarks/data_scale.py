@@ -9,6 +9,7 @@ fresh process with an empty datasets cache. Two modes:
   blocks are pulled; nothing cached).
 
     python benchmarks/data_scale.py --stories 50000 2700000 --json benchmarks/results/data_scale.json
+    python benchmarks/data_scale.py --encoders 100000 --json benchmarks/results/encoders.json
 
 Peak RSS is the child process's maximum resident set (getrusage), which includes Python, torch and the tokenizer,
 and the pages of the memory-mapped Arrow cache files it has read (file-backed, reclaimable by the kernel); the
@@ -77,16 +78,46 @@ print(json.dumps({"texts": n_texts, "tokens": blocks * block, "seconds": seconds
 """
 
 
+def compare_encoders(tokenizer_dir: Path, n: int, rounds: int = 3) -> list[dict]:
+    """tokens/s of transformers' ``tokenizer(texts)`` against the fast path ``tokenize_truncate`` takes
+    (``encode_batch_fast``), on the same ``n`` stories in batches of 1000, alternating, ``rounds`` times each."""
+    import statistics
+    import time
+
+    from tinypretrain.data.pack import _token_ids
+
+    tok, stories = tp.load_tokenizer(str(tokenizer_dir)), tp.generate_stories(n, seed=7)
+    encoders = {"tokenizer(texts)": lambda b: tok(b, add_special_tokens=False, verbose=False)["input_ids"],
+                "encode_batch_fast": lambda b: _token_ids(tok, b)}
+    rates: dict[str, list[float]] = {name: [] for name in encoders}
+    for _ in range(rounds):
+        for name, encode in encoders.items():
+            start = time.perf_counter()
+            tokens = sum(len(ids) for i in range(0, n, 1000) for ids in encode(stories[i : i + 1000]))
+            rates[name].append(tokens / (time.perf_counter() - start))
+    base = statistics.median(rates["tokenizer(texts)"])
+    return [{"encoder": name, "tokens_per_s": statistics.median(r), "ratio": statistics.median(r) / base,
+             "load_1m": os.getloadavg()[0]} for name, r in rates.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stories", type=int, nargs="+", default=[50_000, 500_000])
     parser.add_argument("--modes", nargs="+", choices=["cached", "streamed"], default=["cached", "streamed"])
     parser.add_argument("--block", type=int, default=256)
+    parser.add_argument("--encoders", type=int, metavar="N",
+                        help="Only compare the two batch encoders on N stories (tokens/s, alternating, 3 rounds).")
     parser.add_argument("--json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="data-scale-"))
     tokenizer = work / "tok"
     tp.train_tokenizer(tp.generate_stories(20_000, seed=1), vocab_size=4096, save_dir=tokenizer)
+    if args.encoders:
+        table = compare_encoders(tokenizer, args.encoders)
+        print_table(table, ["encoder", "tokens_per_s", "ratio", "load_1m"])
+        write_json(args.json, {"machine": machine(), "encoders": table})
+        shutil.rmtree(work)
+        return
     rows = []
     try:
         for n in args.stories:

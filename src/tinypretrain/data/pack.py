@@ -72,8 +72,11 @@ def tokenize_truncate(
     if overflow == "split":
         examples = []
         for ids in encoded:
-            ids = ids + tail
-            examples.extend(ids[i : i + max_length] for i in range(0, max(len(ids), 1), max_length))
+            ids += tail  # a fresh list from the encoder
+            if len(ids) <= max_length:  # most texts: one example, no slicing
+                examples.append(ids)
+            else:
+                examples.extend(ids[i : i + max_length] for i in range(0, len(ids), max_length))
     else:
         budget = max_length - len(tail)
         examples = [(ids[-budget:] if keep == "tail" else ids[:budget]) + tail for ids in encoded]
