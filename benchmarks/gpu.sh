@@ -41,13 +41,14 @@ stage 125 python3 benchmarks/throughput.py --data "$data" "${tokenizer[@]}" --de
 stage $((deadline - SECONDS - 58)) python3 benchmarks/time_to_quality.py --data "$data" "${tokenizer[@]}" \
   --seed_epochs "$seed_epochs" --seed_budget 140 --budget "$budget" --eval_every "$every" --eval_stories "$stories" \
   --json "$out/gpu-ttq.json" --plot "$out/gpu-ttq.png" > "$out/gpu-ttq.log"
-# 3. FSDP2 (at most 50 s): the widest paper preset sharded over every GPU here, bf16, 20 steps, as docs/distributed.md
-#    tells users to run it.
-gpus=$(python3 -c "import torch; print(max(1, torch.cuda.device_count()))")
-cpu=(); [ "$device" = cpu ] && cpu=(--use_cpu true)
-stage 50 python3 -m torch.distributed.run --standalone --nproc_per_node "$gpus" -m tinypretrain train \
-  --dataset "$data" "${tokenizer[@]}" --preset "${FSDP_PRESET:-paper-h1024-l12}" --fsdp full_shard --max_steps 20 \
-  --logging_steps 5 --eval_strategy no --num_samples 1 "${cpu[@]}" \
-  --output_dir "${TMPDIR:-/tmp}/tinypretrain-gpu-fsdp" --overwrite_output_dir true > "$out/gpu-fsdp.log"
-grep -h '"train_steps"\|tinypretrain: error' "$out/gpu-fsdp.log" "${TMPDIR:-/tmp}/tinypretrain-gpu-fsdp/run.json" 2>/dev/null | head -3 || true
+# 3. FSDP2 through Trainer (at most 50 s; GPUs only: accelerate turns FSDP on only for accelerators): the widest
+#    paper preset sharded over every GPU here, bf16, 20 steps, as docs/distributed.md tells users to run it.
+if [ "$device" != cpu ]; then
+  stage 50 python3 -m torch.distributed.run --standalone --nproc_per_node "$(nvidia-smi -L | wc -l)" -m tinypretrain \
+    train --dataset "$data" "${tokenizer[@]}" --preset "${FSDP_PRESET:-paper-h1024-l12}" --fsdp full_shard \
+    --max_steps 20 --logging_steps 5 --eval_strategy no --num_samples 1 \
+    --output_dir "${TMPDIR:-/tmp}/tinypretrain-gpu-fsdp" --overwrite_output_dir true > "$out/gpu-fsdp.log"
+  grep -h '"fsdp_version"\|"train_steps"\|tinypretrain: error' "$out/gpu-fsdp.log" \
+    "${TMPDIR:-/tmp}/tinypretrain-gpu-fsdp/run.json" 2>/dev/null | head -3 || true
+fi
 python3 benchmarks/report.py --throughput "$out/gpu-throughput.json" --ttq "$out/gpu-ttq.json" | tee "$out/gpu-report.txt"

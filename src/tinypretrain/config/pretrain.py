@@ -197,6 +197,9 @@ class PretrainConfig(TrainingArguments):
             raise ValueError(f"Invalid {type(self).__name__}: " + "; ".join(problems) + ".")
         # Set before TrainingArguments creates the process state, so multi-process CPU runs use gloo.
         self.use_cpu = self.use_cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available())
+        if self.fsdp and self.use_cpu:  # accelerate turns FSDP on only for accelerators: on CPU it would be DDP
+            raise ValueError(f"Invalid {type(self).__name__}: fsdp shards the model over GPUs, and accelerate enables "
+                             "it only there (on CPU the run would silently train with DDP); drop fsdp on CPU.")
         auto_output_dir = self.output_dir is None
         super().__post_init__()
         if auto_output_dir:  # TrainingArguments says "trainer_output"; pretrain() names a fresh run folder instead
