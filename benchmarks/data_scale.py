@@ -63,6 +63,7 @@ if streaming:
         if rows.passes:  # the first block of the second pass
             break
         blocks += 1
+        rows.release(blocks)  # as a training run does after each step: the stream forgets what is trained on
     n_texts = rows.texts_read
 else:
     blocks, n_texts = len(rows), len(texts)

@@ -20,7 +20,7 @@ from ..utils.io import atomic_write_bytes
 from .pack import _flatten, tokenize_truncate
 
 POSITION_FILE = "stream_position.npz"
-MARKS_KEPT = 256  # text batches remembered when nobody says what was trained on (a bound on memory)
+MARKS_KEPT = 64  # text batches remembered (about 1 MB each) when nobody calls release(): a bound on memory
 
 
 @dataclass
