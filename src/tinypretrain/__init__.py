@@ -8,6 +8,7 @@ from .data.collate import causal_collator
 from .data.corpus import generate_stories, story_dataset
 from .data.load import load_text_dataset
 from .data.pack import pack_dataset, pack_sequences, pack_stream, tokenize_truncate
+from .data.stream import BlockStream
 from .data.tokenizer import load_tokenizer, train_tokenizer
 from .model.build import ParameterCount, build_model, count_parameters
 from .model.evaluate import evaluate, story_quality
@@ -22,6 +23,7 @@ from .train.trainer import PretrainTrainer, TrainingDivergedError
 from .version import __version__ as __version__  # re-exported
 
 __all__ = [
+    "BlockStream",
     "PretrainConfig",
     "PretrainResult",
     "SFTConfig",
