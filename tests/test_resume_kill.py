@@ -29,17 +29,22 @@ def _losses(out):
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
-    crashed, full = tmp_path / "crashed", tmp_path / "full"
-    proc = subprocess.Popen(_train(crashed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _kill_after_checkpoint(command, checkpoint):
+    """Start ``command`` and kill -9 it once ``checkpoint`` is complete."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (crashed / "checkpoint-80" / "tinypretrain_complete").exists():
+    while not (checkpoint / "tinypretrain_complete").exists():
         assert proc.poll() is None, "training ended before it could be killed"
         assert time.time() < deadline
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    crashed, full = tmp_path / "crashed", tmp_path / "full"
+    _kill_after_checkpoint(_train(crashed), crashed / "checkpoint-80")
     assert not (crashed / "run.json").exists()
 
     subprocess.run(_train(crashed, "--resume_from_checkpoint", "true"), check=True, capture_output=True)
@@ -137,14 +142,7 @@ def test_a_killed_streamed_run_resumes_where_it_was_without_reading_a_text_twice
         return [sys.executable, "-m", "tinypretrain", "train", "--dataset", str(corpus), "--output_dir", str(out),
                 *STREAM_FLAGS, *extra]
 
-    proc = subprocess.Popen(train(crashed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (crashed / "checkpoint-700" / "tinypretrain_complete").exists():
-        assert proc.poll() is None, "training ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+    _kill_after_checkpoint(train(crashed), crashed / "checkpoint-700")
 
     subprocess.run(train(crashed, "--resume_from_checkpoint", "true"), check=True, capture_output=True)
     subprocess.run(train(full), check=True, capture_output=True)
