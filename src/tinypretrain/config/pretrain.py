@@ -282,6 +282,11 @@ class PretrainConfig(TrainingArguments):
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
         return {name: value.value if isinstance(value, Enum) else value for name, value in values.items()}
 
+    @property
+    def global_batch_size(self) -> int:
+        """Rows per optimizer step over all processes: micro-batch x accumulation x world size."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * self.world_size
+
     def updated(self, **changes: Any) -> PretrainConfig:
         """A copy with ``changes`` given on top of this config's given fields, validated like any new config (unknown
         names are an error); the recipe, budget and defaults fill the rest again, so sources stay true."""

@@ -53,10 +53,10 @@ def load_texts(cfg: PretrainConfig) -> RunTexts:
 
     splits = load(None)
     train = load(cfg.train_split)
-    nonblank = functools.partial(_nonblank, text_column=cfg.text_column)
     if cfg.streaming:  # a text at a time, so the stream's state_dict is exact (a batched filter re-reads its batch)
         train = train.filter(has_text, input_columns=cfg.text_column)
     else:
+        nonblank = functools.partial(_nonblank, text_column=cfg.text_column)
         train = train.filter(releasing(nonblank, train), batched=True)
     if next(iter(train), None) is None:
         raise ValueError(f"The training split {cfg.train_split!r} of {cfg.dataset} is empty (or only blank texts).")

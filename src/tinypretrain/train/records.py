@@ -69,7 +69,7 @@ def run_metrics(trainer: Trainer, final: dict[str, float], process_train_loss: f
         "train_loss": run_train_loss(trainer.state.log_history, process_train_loss),
         "train_steps": trainer.state.global_step,
         "world_size": args.world_size,
-        "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+        "global_batch_size": args.global_batch_size,
         "tokens_seen": tokens,
         "train_tokens_per_s": tokens / train_seconds if train_seconds else 0.0,
         "train_seconds": train_seconds,

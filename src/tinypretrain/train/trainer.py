@@ -223,14 +223,13 @@ class _CheckpointRules(TrainerCallback):
         if self.trainer.allowance is not None and self.trainer.training:
             self.trainer.allowance.cost["save"] = time.perf_counter() - self._save_started
 
-
     def _stream(self) -> BlockStream | None:
         rows = self.trainer.train_dataset
         return rows if isinstance(rows, BlockStream) else None
 
     @staticmethod
     def _trained_blocks(args, state) -> int:
-        return state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        return state.global_step * args.global_batch_size
 
 
 class DivergenceGuard(TrainerCallback):
