@@ -7,7 +7,8 @@ quality (1.383 bits/byte). The summary gives each path's mean ± 95% CI, its rat
     python benchmarks/budget.py --budgets 60 300 --seeds 3 --score_on valid --json benchmarks/results/budget.json
 
 Scores come from a selection split held out of train.txt (the last --selection stories), never from valid.txt,
-unless --score_on valid is given (for the final report only). Curves are evaluated on the first 500 scored stories
+unless --score_on valid is given (for the final report only). --also_valid adds each run's valid.txt score as a
+column of its own (a final report beside the selection scores that decide; the curves stay on the selection). Curves are evaluated on the first 500 scored stories
 (the seed recipe's on the first 100, at 6 points: its 20M model is slow to score on CPU) with the clock paused; the
 final score uses all of them.
 """
@@ -46,10 +47,15 @@ from tinypretrain.train.clock import TrainingClock
 DEFAULT_VARIANTS = ["defaults:"]
 SEED_ONE_EPOCH_BPB = 1.383  # the seed recipe after one epoch of train.txt, in 1,469 s (RESULTS.md, run 7)
 CURVE_POINTS = 20
-COLUMNS = ["budget_s", "path", "seed", "steps", "bits_per_byte", "seconds_to_seed_epoch", "load_1m"]
+COLUMNS = ["budget_s", "path", "seed", "steps", "bits_per_byte", "valid_bits_per_byte", "seconds_to_seed_epoch",
+           "load_1m"]
 SUMMARY_COLUMNS = ["budget_s", "path", "n", "bits_per_byte", "ratio_to_llama2c", "p_vs_llama2c",
                    "seconds_to_seed_epoch", "time_ratio_to_llama2c"]
 REFERENCE = "llama2.c"
+
+
+def valid_stories(data: Path) -> list[str]:
+    return [row["text"] for row in read_eot_text([str(data / "valid.txt")]) if row["text"].strip()]
 
 
 def split_stories(data: Path, selection: int, score_on: str) -> tuple[Path, list[str]]:
@@ -58,7 +64,7 @@ def split_stories(data: Path, selection: int, score_on: str) -> tuple[Path, list
     folder = Path(tempfile.mkdtemp(prefix="budget-data-"))
     (folder / "train.txt").write_text(eot_text(stories[:-selection]))
     if score_on == "valid":
-        scored = [r["text"] for r in read_eot_text([str(data / "valid.txt")]) if r["text"].strip()]
+        scored = valid_stories(data)
     else:
         scored = stories[-selection:]
     (folder / "validation.txt").write_text(eot_text(scored[:500]))
@@ -200,21 +206,21 @@ def seconds_to(points: list[tuple[float, float]], target: float) -> float | None
     return None
 
 
-def summarize_paths(rows: list[dict]) -> list[dict]:
-    """Per budget and path: seeds, bits/byte mean ± 95% CI, its ratio to llama2.c's mean with Welch's p, and the
-    mean seconds to the seed's one-epoch quality (with how many seeds reached it)."""
+def summarize_paths(rows: list[dict], score: str = "bits_per_byte") -> list[dict]:
+    """Per budget and path: seeds, the ``score`` column's mean ± 95% CI, its ratio to llama2.c's mean with Welch's p,
+    and the mean seconds to the seed's one-epoch quality (with how many seeds reached it)."""
     from tinypretrain.utils.stats import format_mean_ci, format_p, mean_ci, welch_p
 
     summary = []
     for budget, name in dict.fromkeys((r["budget_s"], r["path"]) for r in rows):
         runs = [r for r in rows if (r["budget_s"], r["path"]) == (budget, name)]
-        ref = [r["bits_per_byte"] for r in rows if (r["budget_s"], r["path"]) == (budget, REFERENCE)]
-        values = [r["bits_per_byte"] for r in runs]
+        ref = [r[score] for r in rows if (r["budget_s"], r["path"]) == (budget, REFERENCE)]
+        values = [r[score] for r in runs]
         reached = [r["seconds_to_seed_epoch"] for r in runs if r["seconds_to_seed_epoch"] is not None]
         ref_reached = [r["seconds_to_seed_epoch"] for r in rows if (r["budget_s"], r["path"]) == (budget, REFERENCE)
                        and r["seconds_to_seed_epoch"] is not None]
         summary.append({
-            "budget_s": budget, "path": name, "n": len(runs), "bits_per_byte": format_mean_ci(values),
+            "budget_s": budget, "path": name, "n": len(runs), score: format_mean_ci(values),
             "ratio_to_llama2c": round(mean_ci(values)[0] / mean_ci(ref)[0], 3) if ref else None,
             "p_vs_llama2c": format_p(welch_p(values, ref)) if ref and name != REFERENCE else "",
             "seconds_to_seed_epoch": f"{np.mean(reached):.0f} ({len(reached)}/{len(runs)})" if reached else "never",
@@ -250,12 +256,14 @@ def main() -> None:
     parser.add_argument("--seed_recipe", action="store_true", help="Also run the seed recipe (20M model, 32k BPE).")
     parser.add_argument("--selection", type=int, default=500, help="Stories held out of train.txt for scoring.")
     parser.add_argument("--score_on", choices=["selection", "valid"], default="selection")
+    parser.add_argument("--also_valid", action="store_true", help="Also score every run on valid.txt (final report).")
     parser.add_argument("--json")
     parser.add_argument("--write_split", type=Path, help="Only write the train/selection folder here (for sweeps).")
     args = parser.parse_args()
     if not (args.data / "train.txt").exists():
         raise SystemExit(f"{args.data}/train.txt not found: pass --data")
     train_dir, scored = split_stories(args.data, args.selection, args.score_on)
+    valid = valid_stories(args.data) if args.also_valid else None
     if args.write_split:
         shutil.copytree(train_dir, args.write_split)
         return
@@ -283,8 +291,11 @@ def main() -> None:
             points = pretrain_curve(out)
             samples = (out / "samples.md").read_text(encoding="utf-8")
         score = tp.evaluate(model, tok, scored)
+        if valid:
+            score["valid_bits_per_byte"] = tp.evaluate(model, tok, valid)["bits_per_byte"]
         rows.append({"budget_s": budget, "path": name, "seed": k, "overrides": overrides, "steps": steps,
                      "bits_per_byte": score["bits_per_byte"], "loss": score["loss"],
+                     "valid_bits_per_byte": score.get("valid_bits_per_byte"),
                      "seconds_to_seed_epoch": seconds_to(points, SEED_ONE_EPOCH_BPB), "load_1m": load,
                      "curve": points, "samples": samples})
         print_table(rows[-1:], COLUMNS)
@@ -295,8 +306,11 @@ def main() -> None:
     print_table(rows, COLUMNS)
     summary = summarize_paths(rows)
     print_table(summary, SUMMARY_COLUMNS)
+    valid_summary = summarize_paths(rows, "valid_bits_per_byte") if valid else None
+    if valid_summary:
+        print_table(valid_summary, [c.replace("bits_per_byte", "valid_bits_per_byte") for c in SUMMARY_COLUMNS])
     write_json(args.json, {"machine": machine(), "scored_on": args.score_on, "stories": len(scored), "rows": rows,
-                           "summary": summary})
+                           "summary": summary, "valid_summary": valid_summary})
     assert all(math.isfinite(r["bits_per_byte"]) for r in rows)
 
 
