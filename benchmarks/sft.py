@@ -94,11 +94,12 @@ def main() -> None:
         _cli("train", "--dataset", str(data), "--max_time", str(args.base_time), "--num_samples", "0",
              "--output_dir", str(base))
     rows = []
-    for name, overrides in variants:
-        for seed in range(args.seeds):
+    for seed in range(args.seeds):  # seeds outer, variants inner: a slow stretch of the machine hits every variant
+        for name, overrides in variants:
             rows.append({"variant": name, **run_once(base, tune_data, args.sft_time, seed, overrides,
                                                       work / f"{name.replace(' ', '_')}-{seed}")})
             print_table(rows[-1:], COLUMNS)
+            write_json(args.json, {"machine": machine(), "data": args.data, "base": str(base), "rows": rows})
     print_table(rows, COLUMNS)
     first = [r["gain"] for r in rows if r["variant"] == variants[0][0]]
     summary = []

@@ -14,6 +14,7 @@ from tinypretrain.config.argv import sft_config
 from tinypretrain.data.instruct import (
     Request,
     instruct_examples,
+    opening,
     request_for,
     request_of,
     split_instruct_text,
@@ -50,6 +51,38 @@ def test_requests_built_from_a_story_are_met_by_that_story(seed, every_part):
         assert request.words and request.sentence and request.dialogue == ('"' in story)
 
 
+@given(st.integers(0, 10_000), st.integers(1, 6))
+def test_an_opening_is_whole_sentences_and_fulfils_its_request(seed, sentences):
+    story = " ".join(tp.generate_stories(3, seed=seed))  # long enough to be cut
+    kept = opening(story, sentences)
+    assert story.startswith(kept) and kept.rstrip('"\u201d\'')[-1] in ".!?"
+    rest = story[len(kept):]
+    assert not rest or rest[0].isspace()  # cut between sentences, never inside one
+    built = instruct_examples([story], seed=seed, sentences=sentences)
+    assert built["completion"] == [" " + kept] and built["cut"] == [bool(rest.strip())]
+    met = parts_met(request_of(built["prompt"][0]), kept)
+    assert all(hit == asked for hit, asked in met.values())  # everything requested is in what is trained on
+
+
+def test_openings_train_and_score_alike(tmp_path):
+    """With completion_sentences, a plain-story dataset's training examples and held-out prompts both come from
+    openings, so what is scored was asked of the same kind of text as what was trained on."""
+    from tinypretrain.data.prepare import load_texts
+
+    stories = [" ".join(tp.generate_stories(3, seed=i)) for i in range(40)]
+    (tmp_path / "train.txt").write_text("<|endoftext|>".join(stories))
+    cfg = sft_config(["base", "--dataset", str(tmp_path), "--completion_sentences", "2", "--heldout_prompts", "5"])
+    texts = load_texts(cfg)
+    assert all(texts.train["cut"]) and len(texts.prompts) == 5
+    for completion in texts.train["completion"]:
+        assert any(story.startswith(completion.strip()) for story in stories)
+    for prompt, text in zip(texts.prompts, texts.eval):
+        met = parts_met(request_of(prompt), text[len(prompt):])
+        assert all(hit == asked for hit, asked in met.values())
+    with pytest.raises(ValueError, match="completion_sentences must be >= 1"):
+        sft_config(["base", "--completion_sentences", "0"])
+
+
 def test_tinystories_instruct_texts_split_at_story():
     text = "Features: Dialogue\nWords: quit, oak, gloomy\nRandom sentence: They ran.\nStory: \n\nOnce upon a time."
     prompt, completion = split_instruct_text(text)
@@ -57,24 +90,31 @@ def test_tinystories_instruct_texts_split_at_story():
     assert completion == " Once upon a time."
     assert request_of(prompt) == Request(("quit", "oak", "gloomy"), "They ran.", True)
     assert split_instruct_text("Once upon a time, a story.") is None
-    built = instruct_examples([text, "Tom had a red ball. He threw the ball to his dog. They played all day."], seed=0)
+    story = "Tom had a red ball. He threw the ball to his dog. They played all day."
+    built = instruct_examples([text, story], seed=0)
     assert built["prompt"][0] == prompt and built["completion"][1].startswith(" Tom had")
+    assert built["cut"] == [False, False]
+    opened = instruct_examples([text, story], seed=0, sentences=2)  # an Instruct text is never cut
+    assert opened["completion"] == [completion, " Tom had a red ball. He threw the ball to his dog."]
+    assert opened["cut"] == [False, True]
 
 
 @given(st.lists(st.tuples(st.text("abc dog\n:", min_size=0, max_size=30), st.text("xyz cat.", min_size=1, max_size=80)
-                          .filter(str.strip)), min_size=1, max_size=6),
+                          .filter(str.strip), st.booleans()), min_size=1, max_size=6),
        st.integers(8, 64))
 def test_only_the_completion_is_trained_on(tokenizer, pairs, max_length):
-    batch = {"prompt": [p for p, _ in pairs], "completion": [c for _, c in pairs]}
-    prompts = [[tokenizer.eos_token_id, *tokenizer(p, add_special_tokens=False)["input_ids"]] for p, _ in pairs]
+    batch = {"prompt": [p for p, _, _ in pairs], "completion": [c for _, c, _ in pairs],
+             "cut": [cut for _, _, cut in pairs]}
+    prompts = [[tokenizer.eos_token_id, *tokenizer(p, add_special_tokens=False)["input_ids"]] for p, _, _ in pairs]
     if any(len(p) >= max_length for p in prompts):
         with pytest.raises(ValueError, match="leaves no room for its completion"):
             tokenize_prompt_completion(batch, tokenizer, max_length)
         return
     out = tokenize_prompt_completion(batch, tokenizer, max_length)
-    for (_, completion), prompt, ids, labels, cut in zip(pairs, prompts, out["input_ids"], out["labels"],
-                                                         out["truncated"]):
-        answer = [*tokenizer(completion, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    for (_, completion, opening_only), prompt, ids, labels, cut in zip(pairs, prompts, out["input_ids"], out["labels"],
+                                                                       out["truncated"]):
+        answer = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        answer += [] if opening_only else [tokenizer.eos_token_id]  # a story's opening goes on: no EOS
         assert len(ids) == len(labels) <= max_length and ids[: len(prompt)] == prompt
         assert labels[: len(prompt)] == [-100] * len(prompt)  # the prompt is never trained on
         assert labels[len(prompt):] == ids[len(prompt):] == answer[: max_length - len(prompt)]

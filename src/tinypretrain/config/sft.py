@@ -32,6 +32,10 @@ class SFTConfig(PretrainConfig):
     )
     prompt_column: str = documented("Column of the prompts in a prompt-completion dataset.", default="prompt")
     completion_column: str = documented("Column of the completions in a prompt-completion dataset.", default="completion")
+    completion_sentences: int | None = documented(
+        "Plain stories train as their opening of this many sentences, with requests drawn from it (the story goes on: "
+        "no EOS after it); None = whole stories.", default=None
+    )
 
     # PretrainConfig fields whose defaults fine-tuning changes.
     max_length: int = documented("Most tokens per example (prompt + completion); longer completions are cut.",
@@ -57,6 +61,9 @@ class SFTConfig(PretrainConfig):
             problems.append("sft trains one example per row: leave packing at 'truncate'")
         if self.streaming:
             problems.append("sft does not stream; leave streaming off")
+        if self.completion_sentences is not None and self.completion_sentences < 1:
+            problems.append(f"completion_sentences must be >= 1 (or unset for whole stories), got "
+                            f"{self.completion_sentences}")
         if self.heldout_prompts < 1:
             problems.append(f"heldout_prompts must be >= 1, got {self.heldout_prompts}")
         return problems

@@ -2,7 +2,8 @@
 what a prompt asks for, and tokenizing examples so that only the completion is trained on.
 
 A prompt holds any of ``Features: Dialogue``, ``Words: a, b, c`` and ``Sentence: ...``, then ``Story:``; the
-completion is `` <story>`` and the tokenizer's EOS."""
+completion is `` <story>`` and the tokenizer's EOS, or a story's opening (its first sentences, without EOS: the story
+goes on, as after pretraining's truncation)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 STORY = "Story:"
 _WORD = re.compile(r"[A-Za-z]+")
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]")
+_SENTENCE_END = re.compile(r"[.!?][\"\u201d']?(?=\s|$)")  # a closing quote belongs to its sentence
 _QUOTES = ('"', "\u201c", "\u201d")
 # Words that say little about a story, so asking for them tests nothing.
 STOPWORDS = frozenset(
@@ -84,39 +86,55 @@ def split_instruct_text(text: str) -> tuple[str, str] | None:
     return (f"{head}\n{STORY}" if head else STORY), " " + story.strip()
 
 
-def instruct_examples(texts: list[str], seed: int) -> dict[str, list[str]]:
-    """(prompt, completion) columns from ``texts``: TinyStories-Instruct texts are split at ``Story:``; plain stories
-    get a seeded request built from themselves."""
+def opening(story: str, sentences: int) -> str:
+    """The first ``sentences`` sentences of ``story`` (all of it when it has no more)."""
+    ends = [match.end() for match in _SENTENCE_END.finditer(story)]
+    return story if len(ends) <= sentences else story[: ends[sentences - 1]]
+
+
+def instruct_examples(texts: list[str], seed: int, sentences: int | None = None) -> dict[str, list]:
+    """``prompt``, ``completion`` and ``cut`` columns from ``texts``: TinyStories-Instruct texts are split at
+    ``Story:``; plain stories get a seeded request built from themselves, or with ``sentences``, from their opening of
+    that many sentences, which is then the completion (``cut``: the story goes on, so no EOS is trained after it)."""
     rng = random.Random(seed)
-    prompts, completions = [], []
+    columns: dict[str, list] = {"prompt": [], "completion": [], "cut": []}
     for text in texts:
-        pair = split_instruct_text(text) or (request_for(text, rng).prompt(), " " + text.strip())
-        prompts.append(pair[0])
-        completions.append(pair[1])
-    return {"prompt": prompts, "completion": completions}
+        pair, cut = split_instruct_text(text), False
+        if pair is None:
+            story = text.strip()
+            kept = opening(story, sentences) if sentences else story
+            pair, cut = (request_for(kept, rng).prompt(), " " + kept), kept != story
+        columns["prompt"].append(pair[0])
+        columns["completion"].append(pair[1])
+        columns["cut"].append(cut)
+    return columns
 
 
 def tokenize_prompt_completion(
     batch: dict[str, list], tokenizer: Any, max_length: int, prompt_column: str = "prompt",
     completion_column: str = "completion",
 ) -> dict[str, list]:
-    """Tokenize examples as EOS + prompt + completion + EOS, with the prompt's labels ``-100`` (the loss counts the
-    completion only). Stories start after an EOS in pretraining, so the prompt does too. A completion too long for
-    ``max_length`` is cut (keeping its start, as pretraining's truncation does), and ``truncated`` says so; an empty
-    completion, or a prompt that leaves no room for one, is an error naming the example."""
+    """Tokenize examples as EOS + prompt + completion + EOS (no final EOS where a ``cut`` column says the completion
+    is a story's opening), with the prompt's labels ``-100`` (the loss counts the completion only). Stories start
+    after an EOS in pretraining, so the prompt does too. A completion too long for ``max_length`` is cut (keeping its
+    start, as pretraining's truncation does), and ``truncated`` says so; an empty completion, or a prompt that leaves
+    no room for one, is an error naming the example."""
     eos = tokenizer.eos_token_id
     prompts = tokenizer(batch[prompt_column], add_special_tokens=False)["input_ids"]
     completions = tokenizer(batch[completion_column], add_special_tokens=False)["input_ids"]
+    openings = batch.get("cut") or [False] * len(prompts)
     out: dict[str, list] = {"input_ids": [], "labels": [], "truncated": []}
-    for index, (prompt, completion, text) in enumerate(zip(prompts, completions, batch[completion_column])):
+    for index, (prompt, completion, text, cut) in enumerate(zip(prompts, completions, batch[completion_column],
+                                                                openings)):
         if not text or not text.strip():
             raise ValueError(f"Example {index} of a batch has an empty completion; drop it or give it text.")
         prompt = [eos, *prompt]
         if len(prompt) >= max_length:
             raise ValueError(f"An example's prompt has {len(prompt)} tokens, which leaves no room for its completion "
                              f"in max_length={max_length}: raise max_length or shorten the prompt ({text[:40]!r}...).")
-        answer = [*completion, eos][: max_length - len(prompt)]
+        whole = completion if cut else [*completion, eos]
+        answer = whole[: max_length - len(prompt)]
         out["input_ids"].append(prompt + answer)
         out["labels"].append([-100] * len(prompt) + answer)
-        out["truncated"].append(len(completion) + 1 > len(answer))
+        out["truncated"].append(len(whole) > len(answer))
     return out

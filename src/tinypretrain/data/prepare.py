@@ -95,7 +95,8 @@ def load_instructions(cfg: SFTConfig) -> RunTexts:
     if cfg.dataset is None:
         stories = story_dataset(cfg.builtin_stories, seed=cfg.seed)["text"]
         held = _unseen_stories(set(stories), cfg.heldout_prompts, cfg.seed + 1)
-        train, held_out = Dataset.from_dict(instruct_examples(stories, cfg.seed)), instruct_examples(held, cfg.seed + 1)
+        train = Dataset.from_dict(instruct_examples(stories, cfg.seed, cfg.completion_sentences))
+        held_out = instruct_examples(held, cfg.seed + 1, cfg.completion_sentences)
         source = f"{len(held)} generated stories (seed {cfg.seed + 1}) that are not in train"
     else:
         splits = load_text_dataset(cfg.dataset, split=None, text_column=None)
@@ -134,7 +135,7 @@ def _instruction_rows(ds: Dataset, cfg: SFTConfig) -> Dataset:
                          f"(prompt-completion) nor a {cfg.text_column!r} column of stories; it has {ds.column_names}.")
     check_text_column(ds, cfg.text_column)
     texts = [t for t in ds[cfg.text_column] if has_text(t)]
-    return Dataset.from_dict(instruct_examples(texts, cfg.seed))
+    return Dataset.from_dict(instruct_examples(texts, cfg.seed, cfg.completion_sentences))
 
 
 def _nonblank(batch: dict[str, list], text_column: str) -> list[bool]:

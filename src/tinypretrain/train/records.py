@@ -194,14 +194,13 @@ def sft_record(cfg: SFTConfig, model: PreTrainedModel, tokenizer: Any, prompts: 
     base, _ = load_model(cfg.base)
     before, after = (instruction_score(m.to(model.device), tokenizer, prompts, seed=cfg.seed,
                                        max_new_tokens=cfg.story_max_new_tokens) for m in (base, model))
-    eos = tokenizer.eos_token_id
     return {
         "base": cfg.base,
         "score_before": before["score"],
         "score_after": after["score"],
         "parts": {"before": before["parts"], "after": after["parts"]},
         "heldout_prompts": len(prompts),
-        "truncated_examples": sum(int(labels[-1]) != eos for labels in rows["labels"]),
+        "truncated_examples": sum(rows["truncated"]),
     }
 
 
