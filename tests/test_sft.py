@@ -69,7 +69,7 @@ def test_openings_train_and_score_alike(tmp_path):
     openings, so what is scored was asked of the same kind of text as what was trained on."""
     from tinypretrain.data.prepare import load_texts
 
-    stories = [" ".join(tp.generate_stories(3, seed=i)) for i in range(40)]
+    stories = [" ".join(tp.generate_stories(3, seed=i)) for i in range(60)]
     (tmp_path / "train.txt").write_text("<|endoftext|>".join(stories))
     cfg = sft_config(["base", "--dataset", str(tmp_path), "--completion_sentences", "2", "--heldout_prompts", "5"])
     texts = load_texts(cfg)
