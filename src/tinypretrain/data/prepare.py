@@ -195,7 +195,7 @@ def _instruction_tokens(cfg: SFTConfig, train: Dataset, tokenizer: Any) -> Datas
     if cut:
         logger.warning("%d of %d examples were longer than max_length=%d: their completions were cut (raise "
                        "max_length to keep them whole).", cut, len(rows), cfg.max_length)
-    return rows  # Trainer drops ``truncated`` (no model input); run.json counts it
+    return rows  # ``truncated`` stays for run.json; the collator reads only input_ids and labels
 
 
 def default_num_proc(texts: int) -> int | None:
