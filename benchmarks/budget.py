@@ -8,9 +8,9 @@ quality (1.383 bits/byte). The summary gives each path's mean ± 95% CI, its rat
 
 Scores come from a selection split held out of train.txt (the last --selection stories), never from valid.txt,
 unless --score_on valid is given (for the final report only). --also_valid adds each run's valid.txt score as a
-column of its own (a final report beside the selection scores that decide; the curves stay on the selection). Curves are evaluated on the first 500 scored stories
-(the seed recipe's on the first 100, at 6 points: its 20M model is slow to score on CPU) with the clock paused; the
-final score uses all of them.
+column of its own (a final report beside the selection scores that decide; the curves stay on the selection).
+Curves are evaluated on the first 500 scored stories (the seed recipe's on the first 100, at 6 points: its 20M model
+is slow to score on CPU) with the clock paused; the final score uses all of them.
 """
 
 from __future__ import annotations
@@ -54,17 +54,18 @@ SUMMARY_COLUMNS = ["budget_s", "path", "n", "bits_per_byte", "ratio_to_llama2c",
 REFERENCE = "llama2.c"
 
 
-def valid_stories(data: Path) -> list[str]:
-    return [row["text"] for row in read_eot_text([str(data / "valid.txt")]) if row["text"].strip()]
+def stories_in(path: Path) -> list[str]:
+    """The non-blank stories of an ``<|endoftext|>``-separated file."""
+    return [row["text"] for row in read_eot_text([str(path)]) if row["text"].strip()]
 
 
 def split_stories(data: Path, selection: int, score_on: str) -> tuple[Path, list[str]]:
     """A dataset folder whose train split excludes the selection stories, and the texts to score on."""
-    stories = [row["text"] for row in read_eot_text([str(data / "train.txt")]) if row["text"].strip()]
+    stories = stories_in(data / "train.txt")
     folder = Path(tempfile.mkdtemp(prefix="budget-data-"))
     (folder / "train.txt").write_text(eot_text(stories[:-selection]))
     if score_on == "valid":
-        scored = valid_stories(data)
+        scored = stories_in(data / "valid.txt")
     else:
         scored = stories[-selection:]
     (folder / "validation.txt").write_text(eot_text(scored[:500]))
@@ -263,7 +264,7 @@ def main() -> None:
     if not (args.data / "train.txt").exists():
         raise SystemExit(f"{args.data}/train.txt not found: pass --data")
     train_dir, scored = split_stories(args.data, args.selection, args.score_on)
-    valid = valid_stories(args.data) if args.also_valid else None
+    valid = stories_in(args.data / "valid.txt") if args.also_valid else None
     if args.write_split:
         shutil.copytree(train_dir, args.write_split)
         return
@@ -291,11 +292,9 @@ def main() -> None:
             points = pretrain_curve(out)
             samples = (out / "samples.md").read_text(encoding="utf-8")
         score = tp.evaluate(model, tok, scored)
-        if valid:
-            score["valid_bits_per_byte"] = tp.evaluate(model, tok, valid)["bits_per_byte"]
         rows.append({"budget_s": budget, "path": name, "seed": k, "overrides": overrides, "steps": steps,
                      "bits_per_byte": score["bits_per_byte"], "loss": score["loss"],
-                     "valid_bits_per_byte": score.get("valid_bits_per_byte"),
+                     "valid_bits_per_byte": tp.evaluate(model, tok, valid)["bits_per_byte"] if valid else None,
                      "seconds_to_seed_epoch": seconds_to(points, SEED_ONE_EPOCH_BPB), "load_1m": load,
                      "curve": points, "samples": samples})
         print_table(rows[-1:], COLUMNS)
