@@ -75,7 +75,7 @@ def split_stories(data: Path, selection: int, score_on: str) -> tuple[Path, list
 class Curve:
     """Bits/byte of the first ``stories`` scored stories at every 1/``points`` of the budget, with the clock paused."""
 
-    def __init__(self, texts: list[str], budget_s: float, points: int = CURVE_POINTS, stories: int = 500) -> None:
+    def __init__(self, texts: list[str], budget_s: float, points: int, stories: int = 500) -> None:
         self.texts, self.budget_s, self.points, self.every = texts[:stories], budget_s, [], budget_s / points
         self.clock, self._next = TrainingClock(), self.every
 
@@ -258,6 +258,8 @@ def main() -> None:
     parser.add_argument("--selection", type=int, default=500, help="Stories held out of train.txt for scoring.")
     parser.add_argument("--score_on", choices=["selection", "valid"], default="selection")
     parser.add_argument("--also_valid", action="store_true", help="Also score every run on valid.txt (final report).")
+    parser.add_argument("--curve_points", type=int, default=CURVE_POINTS,
+                        help="Curve points per run (each a 500-story evaluation, off the clock but not free).")
     parser.add_argument("--json")
     parser.add_argument("--write_split", type=Path, help="Only write the train/selection folder here (for sweeps).")
     args = parser.parse_args()
@@ -274,7 +276,7 @@ def main() -> None:
     paths += [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
     for budget, k, (name, overrides) in itertools.product(args.budgets, range(args.seeds), paths):
         load = os.getloadavg()[0]
-        curve, samples = Curve(scored, budget), None
+        curve, samples = Curve(scored, budget, args.curve_points), None
         if overrides == "seed":  # its 20M model at 2,048 tokens takes ~30 s per 500-story curve point on CPU
             curve = Curve(scored, budget, points=6, stories=100)
             model, tok, steps = seed_recipe(train_dir, tokenizer_for(train_dir, None), curve)
@@ -284,10 +286,12 @@ def main() -> None:
             points = curve.points
         else:
             out = Path(tempfile.mkdtemp(prefix="budget-run-"))
-            # pretrain() makes its own tokenizer (its vocabulary is part of the defaults), outside the budget
+            # pretrain() makes its own tokenizer (its vocabulary is part of the defaults), outside the budget. No story
+            # metrics at each curve point: nothing here reads them, and sampling, seeded in a forked RNG with the
+            # clock paused, changes no training step; it only cost wall time.
             result = tp.pretrain(dataset=str(train_dir), max_time=budget, output_dir=str(out), num_samples=3,
-                                 report_to="none", disable_tqdm=True, eval_steps=1 / CURVE_POINTS,
-                                 **{"seed": 3407 + k, **overrides})
+                                 report_to="none", disable_tqdm=True, eval_steps=1 / args.curve_points,
+                                 **{"seed": 3407 + k, "story_samples": 0, **overrides})
             model, tok, steps = result.model, result.tokenizer, result.metrics["train_steps"]
             points = pretrain_curve(out)
             samples = (out / "samples.md").read_text(encoding="utf-8")
