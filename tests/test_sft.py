@@ -20,7 +20,8 @@ from tinypretrain.data.instruct import (
     split_instruct_text,
     tokenize_prompt_completion,
 )
-from tinypretrain.model.instructions import parts_met
+from tinypretrain.model.instructions import instruction_score, parts_met
+from tinypretrain.train.card import _instruction_section
 
 TINY_BASE = ["--builtin_stories", "300", "--max_length", "48", "--vocab_size", "300", "--max_eval_samples", "4",
              "--eval_size", "4", "--num_samples", "0", "--story_samples", "0", "--per_device_train_batch_size", "4",
@@ -49,6 +50,20 @@ def test_requests_built_from_a_story_are_met_by_that_story(seed, every_part):
     assert not any(w[0].isupper() or w in ("the", "and", "was") for w in request.words)
     if every_part:
         assert request.words and request.sentence and request.dialogue == ('"' in story)
+
+
+def test_the_score_says_how_many_prompts_ask_for_each_part(tokenizer):
+    model = tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                num_key_value_heads=1, vocab_size=len(tokenizer)), seed=0)
+    prompts = [Request(("dog", "ball", "sun")).prompt(), Request(dialogue=True).prompt(),
+               Request(("cat", "hat", "mat"), dialogue=True).prompt()]
+    scored = instruction_score(model, tokenizer, prompts, seed=0, max_new_tokens=4)
+    assert scored["asked"] == {"words": 2, "dialogue": 2} and scored["parts"].keys() == {"words", "dialogue"}
+    assert scored["prompts"] == 3
+    record = {"base": "b", "score_before": 0.1, "score_after": 0.2, "heldout_prompts": 3, "truncated_examples": 0,
+              "parts": {"before": scored["parts"], "after": scored["parts"]}}
+    assert "| part | prompts asking | before | after |" in _instruction_section({**record, "asked": scored["asked"]}, 0)
+    assert "| part | before | after |" in _instruction_section(record, 0)  # a run folder from before the counts
 
 
 @given(st.integers(0, 10_000), st.integers(1, 6))
@@ -153,10 +168,12 @@ def test_sft_makes_a_run_folder_with_scores_before_and_after(base, tmp_path, cap
     assert sft["base"] == str(base) and sft["heldout_prompts"] == 6
     assert 0 <= sft["score_before"] <= 1 and 0 <= sft["score_after"] <= 1
     assert set(sft["parts"]["after"]) <= {"words", "sentence", "dialogue"}
+    assert sft["asked"].keys() == sft["parts"]["after"].keys() and all(1 <= n <= 6 for n in sft["asked"].values())
     assert record["run"]["command"].startswith("tinypretrain sft ") and f"--base {base}" in record["run"]["command"]
     assert all("Story:" in s["prompt"] for s in record["run"]["samples"])  # samples answer held-out instructions
     card = (out / "README.md").read_text()
-    assert "## Instruction following" in card and "| **score** (mean) |" in card
+    assert "## Instruction following" in card and "| part | prompts asking | before | after |" in card
+    assert "| **score** (mean) | 6 |" in card
     from transformers import AutoModelForCausalLM, AutoTokenizer  # a plain HF model, no tinypretrain needed
 
     assert AutoModelForCausalLM.from_pretrained(out) and AutoTokenizer.from_pretrained(out)

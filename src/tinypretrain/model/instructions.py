@@ -41,12 +41,16 @@ def parts_met(request: Request, story: str) -> dict[str, tuple[int, int]]:
 def instruction_score(model: Any, tokenizer: Any, prompts: Sequence[str], *, seed: int, max_new_tokens: int = 256
                       ) -> dict[str, Any]:
     """Sample one story per prompt (seeded, the library's sampling defaults) and score it: ``score`` (the mean of the
-    parts asked for), each part's fraction, and ``prompts`` (how many)."""
+    parts asked for), each part's fraction, ``asked`` (how many prompts ask for each part: a part that few prompts ask
+    for still weighs a third of the score, so read it beside its count) and ``prompts`` (how many)."""
     stories = continue_prompts(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, seed=seed)
     totals = {part: [0, 0] for part in PARTS}
+    asking = dict.fromkeys(PARTS, 0)
     for prompt, story in zip(prompts, stories):
         for part, (met, asked) in parts_met(request_of(prompt), story.text).items():
             totals[part][0] += met
             totals[part][1] += asked
+            asking[part] += 1
     parts = {part: met / asked for part, (met, asked) in totals.items() if asked}
-    return {"score": sum(parts.values()) / len(parts) if parts else None, "parts": parts, "prompts": len(prompts)}
+    return {"score": sum(parts.values()) / len(parts) if parts else None, "parts": parts,
+            "asked": {part: n for part, n in asking.items() if n}, "prompts": len(prompts)}

@@ -280,15 +280,20 @@ def _sections(name: str, model_id: str, record: dict[str, Any], exports: list[di
 
 
 def _instruction_section(sft: dict[str, Any], seed: int) -> str:
-    rows = [{"part": part, "before": sft["parts"]["before"].get(part), "after": sft["parts"]["after"].get(part)}
+    asked = sft.get("asked")  # absent from run folders written before the counts were recorded
+    rows = [{"part": part, "prompts asking": asked.get(part, 0) if asked else None,
+             "before": sft["parts"]["before"].get(part), "after": sft["parts"]["after"].get(part)}
             for part in ("words", "sentence", "dialogue")]
-    rows.append({"part": "**score** (mean)", "before": sft["score_before"], "after": sft["score_after"]})
+    rows.append({"part": "**score** (mean)", "prompts asking": sft["heldout_prompts"], "before": sft["score_before"],
+                 "after": sft["score_after"]})
+    columns = ("part", "prompts asking", "before", "after") if asked else ("part", "before", "after")
     return (
         "## Instruction following\n\n"
         f"Of what {sft['heldout_prompts']} held-out prompts (from stories not trained on) ask for, the fraction written, "
         f"by the base `{sft['base']}` and by this model, each sampled with seed {seed}: requested words used, "
-        "requested sentences present, Dialogue requests met.\n\n"
-        + markdown_table(rows, ("part", "before", "after")).rstrip("\n")
+        "requested sentences present, Dialogue requests met. The score is the mean of the parts asked for, each "
+        "weighing the same however few prompts ask for it.\n\n"
+        + markdown_table(rows, columns).rstrip("\n")
         + (f"\n\n{sft['truncated_examples']:,} training examples were longer than max_length and had their "
            "completion cut." if sft["truncated_examples"] else "")
     )
