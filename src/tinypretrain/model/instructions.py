@@ -42,7 +42,7 @@ def instruction_score(model: Any, tokenizer: Any, prompts: Sequence[str], *, see
                       ) -> dict[str, Any]:
     """Sample one story per prompt (seeded, the library's sampling defaults) and score it: ``score`` (the mean of the
     parts asked for), each part's fraction, ``asked`` (how many prompts ask for each part: a part that few prompts ask
-    for still weighs a third of the score, so read it beside its count) and ``prompts`` (how many)."""
+    for weighs as much as any other, so read it beside its count) and ``prompts`` (how many)."""
     stories = continue_prompts(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, seed=seed)
     totals = {part: [0, 0] for part in PARTS}
     asking = dict.fromkeys(PARTS, 0)
