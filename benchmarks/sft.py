@@ -5,6 +5,8 @@ then per variant: n, the mean gain ± 95% CI, and Welch's p against the first va
 
     python benchmarks/sft.py --base_time 120 --sft_time 120 --seeds 3 --json benchmarks/results/sft.json
     python benchmarks/sft.py --seeds 3 --variant "defaults:" --variant "lr 3e-4:learning_rate=0.0003"
+    python benchmarks/sft.py --seeds 3 --variant "open3:completion_sentences=3" \
+        --variant "open3 every part:completion_sentences=3,every_part=true"
 
 Run it on an idle machine: the budgets are wall-clock training time, so a busy CPU trains fewer steps.
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -25,8 +26,6 @@ from budget import split_stories
 
 import tinypretrain as tp
 from tinypretrain.config.sft import SFTConfig
-from tinypretrain.data.instruct import request_for
-from tinypretrain.data.load import read_eot_text
 from tinypretrain.utils.stats import format_mean_ci, format_p, mean_ci, welch_p
 
 COLUMNS = ["variant", "seed", "steps", "score_before", "score_after", "gain", "words", "sentence", "dialogue",
@@ -56,18 +55,6 @@ def builtin_corpus(stories: int) -> Path:
     return folder
 
 
-def every_part_data(data: Path, folder: Path) -> Path:
-    """``data``'s splits as prompt-completion jsonl files whose requests ask for every part their story allows."""
-    folder.mkdir(parents=True)
-    for split, name in (("train", "train.txt"), ("validation", "validation.txt")):
-        stories = [row["text"] for row in read_eot_text([str(data / name)]) if row["text"].strip()]
-        rng = random.Random(0)
-        rows = [{"prompt": request_for(s, rng, every_part=True).prompt(), "completion": " " + s.strip()}
-                for s in stories]
-        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_DATA),
@@ -78,16 +65,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--selection", type=int, default=500, help="Stories held out of train.txt for the prompts.")
     parser.add_argument("--variant", action="append", help="'name:field=value,...' of SFTConfig (default: defaults).")
-    parser.add_argument("--every_part", action="store_true",
-                        help="Tune on prompt-completion files whose every request asks for every part the story "
-                        "allows (the library's default asks for a random mix).")
     parser.add_argument("--json")
     args = parser.parse_args()
     variants = [parse_variant(v, SFTConfig) for v in args.variant or ["defaults:"]]
     source = builtin_corpus(12_500) if args.data == "builtin" else Path(args.data)
     data, _ = split_stories(source, args.selection, "selection")
     work = Path(tempfile.mkdtemp(prefix="sft-bench-"))
-    tune_data = every_part_data(data, work / "every-part") if args.every_part else data
     base = args.base
     if base is None:
         base = work / "base"
@@ -96,7 +79,7 @@ def main() -> None:
     rows = []
     for seed in range(args.seeds):  # seeds outer, variants inner: a slow stretch of the machine hits every variant
         for name, overrides in variants:
-            rows.append({"variant": name, **run_once(base, tune_data, args.sft_time, seed, overrides,
+            rows.append({"variant": name, **run_once(base, data, args.sft_time, seed, overrides,
                                                       work / f"{name.replace(' ', '_')}-{seed}")})
             print_table(rows[-1:], COLUMNS)
             write_json(args.json, {"machine": machine(), "data": args.data, "base": str(base), "rows": rows})
@@ -111,7 +94,6 @@ def main() -> None:
     print_table([{**s, "p_vs_first": format_p(s["p_vs_first"])} for s in summary], ["variant", "n", "gain",
                                                                                     "p_vs_first"])
     write_json(args.json, {"machine": machine(), "data": args.data, "base": str(base), "base_time": args.base_time,
-                           "every_part": args.every_part,
                            "sft_time": args.sft_time, "rows": rows, "summary": summary,
                            "command": " ".join(sys.argv)})
 

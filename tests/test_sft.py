@@ -98,6 +98,29 @@ def test_openings_train_and_score_alike(tmp_path):
         sft_config(["base", "--completion_sentences", "0"])
 
 
+def test_every_part_changes_training_prompts_only(tmp_path):
+    """every_part: each training prompt asks for all its text allows; held-out prompts keep the seeded mix, so scores
+    with and without it are on the same prompts."""
+    from tinypretrain.data.prepare import load_texts
+
+    stories = [" ".join(tp.generate_stories(3, seed=i)) for i in range(80)]
+    (tmp_path / "train.txt").write_text("<|endoftext|>".join(stories))
+    flags = ["base", "--dataset", str(tmp_path), "--completion_sentences", "3", "--heldout_prompts", "8"]
+    mixed, every = load_texts(sft_config(flags)), load_texts(sft_config([*flags, "--every_part", "true"]))
+    assert every.prompts == mixed.prompts and every.eval == mixed.eval
+    assert sorted(every.train["completion"]) == sorted(mixed.train["completion"])
+    def parts(request: Request) -> tuple[bool, bool, bool]:
+        return bool(request.words), bool(request.sentence), request.dialogue
+
+    for prompt, completion in zip(every.train["prompt"], every.train["completion"]):
+        allowed = request_for(completion.strip(), random.Random(0), every_part=True)
+        assert parts(request_of(prompt)) == parts(allowed)
+        assert all(hit == asked for hit, asked in parts_met(request_of(prompt), completion).values())
+    mixed_parts = [sum(parts(request_of(p))) for p in mixed.train["prompt"]]
+    every_parts = [sum(parts(request_of(p))) for p in every.train["prompt"]]
+    assert sum(mixed_parts) < sum(every_parts)  # the default is a seeded mix, not every part
+
+
 def test_tinystories_instruct_texts_split_at_story():
     text = "Features: Dialogue\nWords: quit, oak, gloomy\nRandom sentence: They ran.\nStory: \n\nOnce upon a time."
     prompt, completion = split_instruct_text(text)
@@ -206,6 +229,9 @@ def test_prompt_completion_jsonl_trains_and_its_bad_rows_are_one_line(base, tmp_
                      "--output_dir", str(tmp_path / name.replace(" ", "_"))])
         err = capsys.readouterr().err
         assert code == 2 and message in err and "Traceback" not in err, (name, err)
+    code = main(["sft", str(base), "--dataset", str(data), *TINY_SFT, "--every_part", "true", "--max_steps", "2",
+                 "--output_dir", str(tmp_path / "every")])
+    assert code == 2 and "leave every_part off for a prompt-completion dataset" in capsys.readouterr().err
 
 
 def test_sft_refuses_a_missing_base_and_packing(tmp_path, capsys):

@@ -36,6 +36,10 @@ class SFTConfig(PretrainConfig):
         "Plain stories train as their opening of this many sentences, with requests drawn from it (the story goes on: "
         "no EOS after it); None = whole stories.", default=None
     )
+    every_part: bool = documented(
+        "Training prompts built from plain stories ask for every part their text allows (3 words, a sentence, "
+        "Dialogue where it has speech) instead of a seeded mix; held-out prompts keep the mix.", default=False
+    )
 
     # PretrainConfig fields whose defaults fine-tuning changes.
     max_length: int = documented("Most tokens per example (prompt + completion); longer completions are cut.",

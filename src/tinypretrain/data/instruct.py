@@ -92,10 +92,12 @@ def opening(story: str, sentences: int) -> str:
     return story if len(ends) <= sentences else story[: ends[sentences - 1]]
 
 
-def instruct_examples(texts: list[str], seed: int, sentences: int | None = None) -> dict[str, list]:
+def instruct_examples(texts: list[str], seed: int, sentences: int | None = None, every_part: bool = False
+                      ) -> dict[str, list]:
     """``prompt``, ``completion`` and ``cut`` columns from ``texts``: TinyStories-Instruct texts are split at
-    ``Story:``; plain stories get a seeded request built from themselves, or with ``sentences``, from their opening of
-    that many sentences, which is then the completion (``cut``: the story goes on, so no EOS is trained after it)."""
+    ``Story:``; plain stories get a seeded request built from themselves (with ``every_part``, asking for every part
+    the story allows), or with ``sentences``, from their opening of that many sentences, which is then the completion
+    (``cut``: the story goes on, so no EOS is trained after it)."""
     rng = random.Random(seed)
     columns: dict[str, list] = {"prompt": [], "completion": [], "cut": []}
     for text in texts:
@@ -103,7 +105,7 @@ def instruct_examples(texts: list[str], seed: int, sentences: int | None = None)
         if pair is None:
             story = text.strip()
             kept = opening(story, sentences) if sentences else story
-            pair, cut = (request_for(kept, rng).prompt(), " " + kept), kept != story
+            pair, cut = (request_for(kept, rng, every_part).prompt(), " " + kept), kept != story
         columns["prompt"].append(pair[0])
         columns["completion"].append(pair[1])
         columns["cut"].append(cut)
