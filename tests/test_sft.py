@@ -117,6 +117,7 @@ def test_every_part_changes_training_prompts_only(tmp_path):
         allowed = request_for(completion.strip(), random.Random(0), every_part=True)
         assert parts(request_of(prompt)) == parts(allowed)
         assert all(hit == asked for hit, asked in parts_met(request_of(prompt), completion).values())
+
     def asked(texts) -> int:
         return sum(sum(parts(request_of(p))) for p in texts.train["prompt"])
 

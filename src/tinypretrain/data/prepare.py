@@ -102,7 +102,9 @@ def load_instructions(cfg: SFTConfig) -> RunTexts:
     else:
         splits = load_text_dataset(cfg.dataset, split=None, text_column=None)
         raw = load_text_dataset(cfg.dataset, split=cfg.train_split, text_column=None)
-        _holds_prompts(raw, cfg)  # a dataset of neither kind fails here, before any split
+        if _holds_prompts(raw, cfg) and cfg.every_part:  # a dataset of neither kind fails here, before any split
+            raise ValueError(f"every_part builds prompts from plain stories, but {cfg.dataset} has its own prompts "
+                             f"({cfg.prompt_column!r}); leave every_part off for a prompt-completion dataset.")
         eval_split = cfg.eval_split.split("[")[0] if cfg.eval_split else None
         if eval_split in splits:
             held_raw = load_text_dataset(cfg.dataset, split=cfg.eval_split, text_column=None)
@@ -130,9 +132,6 @@ def _instruction_rows(ds: Dataset, cfg: SFTConfig, every_part: bool) -> Dataset:
     built from stories, asking for ``every_part`` or a seeded mix, or TinyStories-Instruct texts split at
     ``Story:``)."""
     if _holds_prompts(ds, cfg):
-        if every_part:
-            raise ValueError(f"every_part builds prompts from plain stories, but {cfg.dataset} has its own prompts "
-                             f"({cfg.prompt_column!r}); leave every_part off for a prompt-completion dataset.")
         columns = (cfg.prompt_column, cfg.completion_column)
         for column in columns:
             check_text_column(ds, column)
