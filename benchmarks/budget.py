@@ -2,7 +2,8 @@
 own train.py recipe (`llama2c_reference`: its model, init, tokenizer kind, data order and optimiser) and
 pretrain(max_time=B) variants, each with --seeds seeds, one after the other (run it on an idle machine), with the
 curve of bits/byte against training seconds and the seconds each path needs to reach the seed recipe's one-epoch
-quality (1.383 bits/byte). The summary gives each path's mean ± 95% CI, its ratio to llama2.c's and Welch's p.
+quality (1.383 bits/byte). The summary gives each path's mean ± 95% CI, its ratio to llama2.c's and Welch's p, and
+the same against the first --variant (the one the others are measured against).
 
     python benchmarks/budget.py --budgets 60 300 --seeds 3 --score_on valid --json benchmarks/results/budget.json
 
@@ -49,9 +50,10 @@ SEED_ONE_EPOCH_BPB = 1.383  # the seed recipe after one epoch of train.txt, in 1
 CURVE_POINTS = 20
 COLUMNS = ["budget_s", "path", "seed", "steps", "bits_per_byte", "valid_bits_per_byte", "seconds_to_seed_epoch",
            "load_1m"]
-SUMMARY_COLUMNS = ["budget_s", "path", "n", "bits_per_byte", "ratio_to_llama2c", "p_vs_llama2c",
-                   "seconds_to_seed_epoch", "time_ratio_to_llama2c"]
+SUMMARY_COLUMNS = ["budget_s", "path", "n", "bits_per_byte", "ratio_to_llama2c", "p_vs_llama2c", "ratio_to_first",
+                   "p_vs_first", "seconds_to_seed_epoch", "time_ratio_to_llama2c", "time_p_vs_first"]
 REFERENCE = "llama2.c"
+BASELINES = (REFERENCE, "seed recipe")
 
 
 def stories_in(path: Path) -> list[str]:
@@ -209,24 +211,30 @@ def seconds_to(points: list[tuple[float, float]], target: float) -> float | None
 
 def summarize_paths(rows: list[dict], score: str = "bits_per_byte") -> list[dict]:
     """Per budget and path: seeds, the ``score`` column's mean ± 95% CI, its ratio to llama2.c's mean with Welch's p,
-    and the mean seconds to the seed's one-epoch quality (with how many seeds reached it)."""
+    the same against the first variant of ours (the one the others are measured against), and the mean seconds to the
+    seed's one-epoch quality (with how many seeds reached it, its ratio to llama2.c's and Welch's p against the first
+    variant's)."""
     from tinypretrain.utils.stats import format_mean_ci, format_p, mean_ci, welch_p
+
+    def of(budget: float, name: str | None, column: str) -> list:
+        return [r[column] for r in rows if (r["budget_s"], r["path"]) == (budget, name) and r[column] is not None]
 
     summary = []
     for budget, name in dict.fromkeys((r["budget_s"], r["path"]) for r in rows):
-        runs = [r for r in rows if (r["budget_s"], r["path"]) == (budget, name)]
-        ref = [r[score] for r in rows if (r["budget_s"], r["path"]) == (budget, REFERENCE)]
-        values = [r[score] for r in runs]
-        reached = [r["seconds_to_seed_epoch"] for r in runs if r["seconds_to_seed_epoch"] is not None]
-        ref_reached = [r["seconds_to_seed_epoch"] for r in rows if (r["budget_s"], r["path"]) == (budget, REFERENCE)
-                       and r["seconds_to_seed_epoch"] is not None]
+        first = next((r["path"] for r in rows if r["budget_s"] == budget and r["path"] not in BASELINES), None)
+        values, ref, base = of(budget, name, score), of(budget, REFERENCE, score), of(budget, first, score)
+        reached, ref_reached = of(budget, name, "seconds_to_seed_epoch"), of(budget, REFERENCE, "seconds_to_seed_epoch")
+        compared = name not in BASELINES and name != first
         summary.append({
-            "budget_s": budget, "path": name, "n": len(runs), score: format_mean_ci(values),
+            "budget_s": budget, "path": name, "n": len(values), score: format_mean_ci(values),
             "ratio_to_llama2c": round(mean_ci(values)[0] / mean_ci(ref)[0], 3) if ref else None,
             "p_vs_llama2c": format_p(welch_p(values, ref)) if ref and name != REFERENCE else "",
-            "seconds_to_seed_epoch": f"{np.mean(reached):.0f} ({len(reached)}/{len(runs)})" if reached else "never",
+            "ratio_to_first": round(mean_ci(values)[0] / mean_ci(base)[0], 3) if compared else None,
+            "p_vs_first": format_p(welch_p(values, base)) if compared else "",
+            "seconds_to_seed_epoch": f"{np.mean(reached):.0f} ({len(reached)}/{len(values)})" if reached else "never",
             "time_ratio_to_llama2c": round(float(np.mean(reached) / np.mean(ref_reached)), 3)
             if reached and ref_reached else None,
+            "time_p_vs_first": format_p(welch_p(reached, of(budget, first, "seconds_to_seed_epoch"))) if compared else "",
         })
     return summary
 
