@@ -65,6 +65,22 @@ def test_sft_labels_are_kept_and_padded(seqs, side, data):
 
 
 @settings(max_examples=100, deadline=None)
+@given(seqs=sequences, side=sides, data=st.data())
+def test_loss_weights_come_through_as_floats_padded_with_zero(seqs, side, data):
+    weights = [data.draw(st.lists(st.floats(0, 8), min_size=len(s), max_size=len(s))) for s in seqs]
+    features = [{"input_ids": s, "labels": s, "loss_weights": w} for s, w in zip(seqs, weights)]
+    batch = tp.causal_collator(pad_token_id=PAD, padding_side=side)(features)
+    got = batch["loss_weights"]
+    assert got.dtype == torch.float32 and got.shape == batch["input_ids"].shape
+    valid = _valid_cells([len(s) for s in seqs], got.shape[1], side)
+    assert np.all(got.numpy()[~valid] == 0)
+    assert np.array_equal(got.numpy()[valid], np.concatenate([np.asarray(w, dtype=np.float32) for w in weights]))
+    if len(seqs) > 1:
+        with pytest.raises(ValueError, match="Some features carry loss_weights and some do not"):
+            tp.causal_collator(pad_token_id=PAD)([features[0], {"input_ids": seqs[1], "labels": seqs[1]}])
+
+
+@settings(max_examples=100, deadline=None)
 @given(seqs=st.lists(st.lists(st.integers(4, 50), min_size=0, max_size=20), min_size=1, max_size=6), side=sides)
 def test_matches_seed_collator_except_eos_labels(llama_style_tokenizer, seqs, side):
     """The seed's DataCollatorForLanguageModeling equals ours everywhere but on real EOS labels, which it drops."""

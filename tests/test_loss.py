@@ -26,6 +26,34 @@ def test_chunked_loss_and_gradients_equal_the_plain_loss(chunk):
         assert torch.allclose(g, e, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("chunk", [None, 1, 7, 10_000])
+def test_token_weights_scale_each_labels_term(chunk):
+    """Weighted: each label's cross-entropy times its weight (aligned with labels, so the first column is unused);
+    all-ones weights are the plain loss; chunking changes nothing."""
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 9, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(30, 8, dtype=torch.float64)
+    labels = torch.randint(0, 30, (2, 9))
+    labels[1, :4] = -100
+    weights = torch.rand(2, 9, dtype=torch.float64) * 4
+    per_token = F.cross_entropy((hidden @ weight.T)[:, :-1].reshape(-1, 30), labels[:, 1:].reshape(-1),
+                                ignore_index=-100, reduction="none")
+    expected = (per_token * weights[:, 1:].reshape(-1)).sum()
+    got = tp.causal_lm_loss(hidden, weight, labels, chunk_size=chunk, token_weights=weights)
+    assert torch.allclose(got, expected, rtol=1e-9)
+    ones = tp.causal_lm_loss(hidden, weight, labels, chunk_size=chunk, token_weights=torch.ones(2, 9))
+    assert torch.allclose(ones, _reference(hidden, weight, labels.clamp(min=0)) - _ignored(hidden, weight, labels))
+    grad = torch.autograd.grad(got, hidden)[0]
+    assert torch.all(grad[1, :3] == 0)  # positions whose labels are ignored get no gradient, whatever their weight
+
+
+def _ignored(hidden, weight, labels):
+    """The cross-entropy that the -100 labels would have had (as class 0), to take off an unmasked sum."""
+    per_token = F.cross_entropy((hidden @ weight.T)[:, :-1].reshape(-1, weight.shape[0]),
+                                labels[:, 1:].clamp(min=0).reshape(-1), reduction="none")
+    return per_token[labels[:, 1:].reshape(-1) == -100].sum()
+
+
 def test_matches_the_model_loss():
     model = tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                                 num_key_value_heads=1, vocab_size=100), seed=0)

@@ -17,6 +17,7 @@ from tinypretrain.data.instruct import (
     opening,
     request_for,
     request_of,
+    request_spans,
     split_instruct_text,
     tokenize_prompt_completion,
 )
@@ -162,6 +163,37 @@ def test_only_the_completion_is_trained_on(tokenizer, pairs, max_length):
         assert cut == (len(prompt) + len(answer) > max_length)
 
 
+@given(st.integers(0, 10_000), st.floats(1.5, 10), st.integers(1, 300))
+def test_requested_tokens_weigh_more(tokenizer, seed, weight, room):
+    """With request_weight, the completion tokens that spell the request's words and sentence (and only they) weigh
+    ``weight``, the rest of the completion 1 and the prompt 0; ids and labels are those of the unweighted rows."""
+    story = tp.generate_stories(1, seed=seed)[0]
+    request = request_for(story, random.Random(seed), every_part=True)
+    completion = " " + story
+    batch = {"prompt": [request.prompt()], "completion": [completion]}
+    max_length = 1 + len(tokenizer(request.prompt())["input_ids"]) + room  # EOS, the prompt, room for completion
+    plain = tokenize_prompt_completion(batch, tokenizer, max_length)
+    out = tokenize_prompt_completion(batch, tokenizer, max_length, request_weight=weight)
+    assert "loss_weights" not in plain and out["input_ids"] == plain["input_ids"] and out["labels"] == plain["labels"]
+    ids, labels, weights = out["input_ids"][0], out["labels"][0], out["loss_weights"][0]
+    assert len(weights) == len(ids) and set(weights) <= {0.0, 1.0, weight}
+    assert [w == 0 for w in weights] == [label == -100 for label in labels]
+    runs, run = [], []  # the text of each stretch of weighted tokens
+    for token, w in zip(ids, weights):
+        if w == weight:
+            run.append(token)
+        elif run:
+            runs, run = [*runs, tokenizer.decode(run).lower()], []
+    runs += [tokenizer.decode(run).lower()] if run else []
+    spans = [completion[a:b].lower() for a, b in request_spans(request, completion)]
+    cut = out["truncated"][0]  # then the last stretch may be part of a span
+    assert all(any(span in r for span in spans) for r in runs[: len(runs) - cut])  # each spells something asked for
+    if not cut:  # and everything asked for is weighted
+        assert all(any(span in r for r in runs) for span in spans)
+        assert all(any(w in r for r in runs) for w in request.words)
+        assert not request.sentence or any(request.sentence.lower() in r for r in runs)
+
+
 def test_an_empty_completion_is_refused(tokenizer):
     with pytest.raises(ValueError, match="empty completion"):
         tokenize_prompt_completion({"prompt": ["Story:"], "completion": ["  "]}, tokenizer, 32)
@@ -235,6 +267,26 @@ def test_prompt_completion_jsonl_trains_and_its_bad_rows_are_one_line(base, tmp_
     code = main(["sft", str(base), "--dataset", str(data), *TINY_SFT, "--every_part", "true", "--max_steps", "2",
                  "--output_dir", str(tmp_path / "every")])
     assert code == 2 and "leave every_part off for a prompt-completion dataset" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_request_loss_weight_reaches_the_loss(base, tmp_path):
+    """The weights go from the rows through Trainer (which drops columns its model does not take) and the collator
+    into the loss: the first step's logged loss, before any update, is larger with requested tokens weighing 5."""
+    def first_loss(*flags: str) -> float:
+        out = tmp_path / "_".join(flags or ("plain",))
+        assert main(["sft", str(base), *TINY_SFT, "--max_steps", "2", "--logging_steps", "1", *flags,
+                     "--output_dir", str(out)]) == 0
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return next(r["loss"] for r in rows if "loss" in r)
+
+    plain = first_loss()
+    assert first_loss("--request_loss_weight", "5") > plain * 1.05
+    assert first_loss("--request_loss_weight", "1") == plain
+    record = json.loads((tmp_path / "--request_loss_weight_5" / "run.json").read_text())
+    assert "--request_loss_weight 5" in record["run"]["command"]
+    with pytest.raises(ValueError, match="request_loss_weight must be > 0"):
+        sft_config(["base", "--request_loss_weight", "0"])
 
 
 def test_sft_refuses_a_missing_base_and_packing(tmp_path, capsys):

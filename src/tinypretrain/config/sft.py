@@ -40,6 +40,11 @@ class SFTConfig(PretrainConfig):
         "Training prompts built from plain stories ask for every part their text allows (3 words, a sentence, "
         "Dialogue where it has speech) instead of a seeded mix; held-out prompts keep the mix.", default=False
     )
+    request_loss_weight: float = documented(
+        "Loss weight of the completion tokens that fulfil the prompt's request (its words, inflected or not, and its "
+        "sentence), against 1 for the rest of the completion; the logged training loss is the weighted one.",
+        default=1.0,
+    )
 
     # PretrainConfig fields whose defaults fine-tuning changes.
     max_length: int = documented("Most tokens per example (prompt + completion); longer completions are cut.",
@@ -68,6 +73,8 @@ class SFTConfig(PretrainConfig):
         if self.completion_sentences is not None and self.completion_sentences < 1:
             problems.append(f"completion_sentences must be >= 1 (or unset for whole stories), got "
                             f"{self.completion_sentences}")
+        if not self.request_loss_weight > 0:
+            problems.append(f"request_loss_weight must be > 0 (1 = no extra weight), got {self.request_loss_weight}")
         if self.heldout_prompts < 1:
             problems.append(f"heldout_prompts must be >= 1, got {self.heldout_prompts}")
         return problems

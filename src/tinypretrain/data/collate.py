@@ -9,11 +9,18 @@ import numpy as np
 import torch
 
 
-def _scatter(rows: Sequence[Any], valid: np.ndarray, fill: int) -> np.ndarray:
+def _scatter(rows: Sequence[Any], valid: np.ndarray, fill: float, dtype: type = np.int64) -> np.ndarray:
     # One boolean scatter instead of a Python loop per row: all rows' valid cells at once.
-    out = np.full(valid.shape, fill, dtype=np.int64)
-    out[valid] = np.concatenate([np.asarray(r, dtype=np.int64).reshape(-1) for r in rows])
+    out = np.full(valid.shape, fill, dtype=dtype)
+    out[valid] = np.concatenate([np.asarray(r, dtype=dtype).reshape(-1) for r in rows])
     return out
+
+
+def _carried(features: list[dict[str, Any]], key: str) -> bool:
+    carrying = sum(key in f for f in features)
+    if 0 < carrying < len(features):
+        raise ValueError(f"Some features carry {key} and some do not; give every feature {key} or none.")
+    return carrying > 0
 
 
 def causal_collator(
@@ -30,8 +37,8 @@ def causal_collator(
     Padding is decided by the attention mask, never by token value: ``labels`` equal ``input_ids`` wherever the
     mask is 1 and ``label_pad_token_id`` elsewhere. With pad == eos (the seed's Llama-2 setup) every real EOS keeps
     its label, whereas ``DataCollatorForLanguageModeling`` masks them and models never learn to stop. Features
-    that already carry ``labels`` (SFT prompt masking) keep them, padded with ``label_pad_token_id``. The model
-    shifts labels itself. ``pad_token_id`` defaults to the tokenizer's pad, then EOS.
+    that already carry ``labels`` (SFT prompt masking) keep them, padded with ``label_pad_token_id``, and
+    ``loss_weights`` (per-token loss weights) come through as float32, padded with 0. The model shifts labels itself. ``pad_token_id`` defaults to the tokenizer's pad, then EOS.
 
     ``document_eos_token_id`` is for packed, padding-free rows holding several documents: ``position_ids`` restart
     after every such EOS and no ``attention_mask`` is returned, so transformers (SDPA/eager/flash) restricts
@@ -65,18 +72,19 @@ def causal_collator(
             mask = _scatter(masks, valid, 0)
         else:
             mask = valid.astype(np.int64)
-        with_labels = sum("labels" in f for f in features)
-        if 0 < with_labels < len(features):
-            raise ValueError("Some features carry labels and some do not; give every feature labels or none.")
-        if with_labels:
+        if _carried(features, "labels"):
             labels = _scatter([f["labels"] for f in features], valid, label_pad_token_id)
         else:
             labels = np.where(mask == 1, input_ids, label_pad_token_id)
-        return {
+        batch = {
             "input_ids": torch.from_numpy(input_ids),
             "attention_mask": torch.from_numpy(mask),
             "labels": torch.from_numpy(labels),
         }
+        if _carried(features, "loss_weights"):
+            weights = [f["loss_weights"] for f in features]
+            batch["loss_weights"] = torch.from_numpy(_scatter(weights, valid, 0.0, np.float32))
+        return batch
 
     return collate
 

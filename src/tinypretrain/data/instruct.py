@@ -3,7 +3,8 @@ what a prompt asks for, and tokenizing examples so that only the completion is t
 
 A prompt holds any of ``Features: Dialogue``, ``Words: a, b, c`` and ``Sentence: ...``, then ``Story:``; the
 completion is `` <story>`` and the tokenizer's EOS, or a story's opening (its first sentences, without EOS: the story
-goes on, as after pretraining's truncation)."""
+goes on, as after pretraining's truncation). The tokens that fulfil a request (its words and its sentence) can weigh
+more in the loss than the rest of the story (``request_weight``)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,21 @@ def request_for(story: str, rng: random.Random, every_part: bool = False) -> Req
     )
 
 
+def word_pattern(word: str) -> re.Pattern:
+    """``word`` as it counts in a story: whole, in any case, with a plain inflection (dog -> dogs, jump -> jumped)."""
+    return re.compile(rf"\b{re.escape(word.lower())}(?:s|es|d|ed|ing)?\b", re.IGNORECASE)
+
+
+def request_spans(request: Request, text: str) -> list[tuple[int, int]]:
+    """The character spans of ``text`` that fulfil ``request``: every use of its words and each place its sentence
+    appears (ignoring case). Dialogue is not spanned: any quote meets it."""
+    spans = [m.span() for word in request.words for m in word_pattern(word).finditer(text)]
+    if request.sentence:
+        sentence = re.compile(re.escape(request.sentence.strip()), re.IGNORECASE)
+        spans += [m.span() for m in sentence.finditer(text)]
+    return sorted(spans)
+
+
 def split_instruct_text(text: str) -> tuple[str, str] | None:
     """A TinyStories-Instruct text (``...\\nStory: <story>``) as (prompt, completion); None for a plain story."""
     head, found, story = text.partition(f"\n{STORY}")
@@ -114,16 +130,20 @@ def instruct_examples(texts: list[str], seed: int, sentences: int | None = None,
 
 def tokenize_prompt_completion(
     batch: dict[str, list], tokenizer: Any, max_length: int, prompt_column: str = "prompt",
-    completion_column: str = "completion",
+    completion_column: str = "completion", request_weight: float | None = None,
 ) -> dict[str, list]:
     """Tokenize examples as EOS + prompt + completion + EOS (no final EOS where a ``cut`` column says the completion
     is a story's opening), with the prompt's labels ``-100`` (the loss counts the completion only). Stories start
     after an EOS in pretraining, so the prompt does too. A completion too long for ``max_length`` is cut (keeping its
     start, as pretraining's truncation does), and ``truncated`` says so; an empty completion, or a prompt that leaves
-    no room for one, is an error naming the example."""
+    no room for one, is an error naming the example. With ``request_weight``, a ``loss_weights`` column weighs each
+    token's loss: 0 in the prompt, ``request_weight`` for completion tokens that overlap ``request_spans`` of the
+    prompt's request, 1 for the rest (a fast tokenizer's offsets place the tokens)."""
     eos = tokenizer.eos_token_id
     prompts = tokenizer(batch[prompt_column], add_special_tokens=False)["input_ids"]
-    completions = tokenizer(batch[completion_column], add_special_tokens=False)["input_ids"]
+    encoded = tokenizer(batch[completion_column], add_special_tokens=False,
+                        return_offsets_mapping=request_weight is not None)
+    completions = encoded["input_ids"]
     openings = batch.get("cut") or [False] * len(prompts)
     out: dict[str, list] = {"input_ids": [], "labels": [], "truncated": []}
     for index, (prompt, completion, text, cut) in enumerate(zip(prompts, completions, batch[completion_column],
@@ -139,4 +159,9 @@ def tokenize_prompt_completion(
         out["input_ids"].append(prompt + answer)
         out["labels"].append([-100] * len(prompt) + answer)
         out["truncated"].append(len(whole) > len(answer))
+        if request_weight is not None:
+            spans = request_spans(request_of(batch[prompt_column][index]), text)
+            weights = [request_weight if any(a < end and start < b for start, end in spans) else 1.0
+                       for a, b in encoded["offset_mapping"][index]] + [1.0]  # the EOS, if kept
+            out.setdefault("loss_weights", []).append([0.0] * len(prompt) + weights[: len(answer)])
     return out

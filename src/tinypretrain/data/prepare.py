@@ -202,13 +202,15 @@ def training_rows(cfg: PretrainConfig, train: Dataset | IterableDataset, tokeniz
 
 
 def _instruction_tokens(cfg: SFTConfig, train: Dataset, tokenizer: Any) -> Dataset:
+    weight = cfg.request_loss_weight if cfg.request_loss_weight != 1 else None
     rows = train.map(tokenize_prompt_completion, batched=True, remove_columns=train.column_names,
-                     fn_kwargs={"tokenizer": tokenizer, "max_length": cfg.max_length}, desc="Tokenizing")
+                     fn_kwargs={"tokenizer": tokenizer, "max_length": cfg.max_length, "request_weight": weight},
+                     desc="Tokenizing")
     cut = sum(rows["truncated"])
     if cut:
         logger.warning("%d of %d examples were longer than max_length=%d: their completions were cut (raise "
                        "max_length to keep them whole).", cut, len(rows), cfg.max_length)
-    return rows  # ``truncated`` stays for run.json; the collator reads only input_ids and labels
+    return rows  # ``truncated`` stays for run.json; the collator reads input_ids, labels and loss_weights
 
 
 def default_num_proc(texts: int) -> int | None:

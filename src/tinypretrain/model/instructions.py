@@ -6,11 +6,10 @@ requests met (quoted speech). The score is the mean of the parts that were asked
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
-from ..data.instruct import Request, request_of
+from ..data.instruct import Request, request_of, word_pattern
 from .generate import continue_prompts
 
 PARTS = ("words", "sentence", "dialogue")
@@ -21,16 +20,12 @@ def _normalized(text: str) -> str:
     return " ".join(text.translate(_QUOTES).lower().split())
 
 
-def _uses(word: str, story: str) -> bool:
-    return re.search(rf"\b{re.escape(word.lower())}(?:s|es|d|ed|ing)?\b", story) is not None
-
-
 def parts_met(request: Request, story: str) -> dict[str, tuple[int, int]]:
     """For each part ``request`` asks for, (met, asked) in ``story``."""
     text = _normalized(story)
     met = {}
     if request.words:
-        met["words"] = (sum(_uses(w, text) for w in request.words), len(request.words))
+        met["words"] = (sum(word_pattern(w).search(text) is not None for w in request.words), len(request.words))
     if request.sentence:
         met["sentence"] = (int(_normalized(request.sentence) in text), 1)
     if request.dialogue:

@@ -1,5 +1,5 @@
-"""The Trainer subclass and how a run builds it: per-story evaluation, an optional chunked loss, sync-free token
-counting, Muon, finite checkpoints, and a guard that stops at the first NaN/inf loss."""
+"""The Trainer subclass and how a run builds it: per-story evaluation, an optional chunked or per-token weighted loss,
+sync-free token counting, Muon, finite checkpoints, and a guard that stops at the first NaN/inf loss."""
 
 from __future__ import annotations
 
@@ -44,22 +44,27 @@ class TrainingDivergedError(RuntimeError):
 
 class PretrainTrainer(Trainer):
     """Trainer that evaluates per story on the texts of ``eval_dataset``, counts tokens without per-step host syncs,
-    optionally computes the loss in chunks, and writes only complete, finite checkpoints."""
+    optionally computes the loss in chunks or weighs it per token (rows with ``loss_weights``), and writes only
+    complete, finite checkpoints."""
 
     def __init__(
         self,
         *args: Any,
         loss_chunk_size: int | None = None,
+        weighted_loss: bool = False,
         clock: TrainingClock | None = None,
         budget_s: float | None = None,
         layout: dict[str, Any] | None = None,
         allowance: OverheadAllowance | None = None,
         **kwargs: Any,
     ) -> None:
-        if loss_chunk_size is not None:  # a public hook: Trainer keeps its own num_items_in_batch scaling
+        # Trainer's hook gets outputs and labels only, so a batch's loss weights wait here for it.
+        self._token_weights: torch.Tensor | None = None
+        if loss_chunk_size is not None or weighted_loss:  # a public hook: Trainer keeps its num_items_in_batch scaling
             model = kwargs["model"] if "model" in kwargs else args[0]  # Trainer(model, args, ...) or by keyword
-            kwargs["compute_loss_func"] = lambda outputs, labels, num_items_in_batch=None: _chunked_loss(
-                outputs, labels, num_items_in_batch, model.get_output_embeddings().weight, loss_chunk_size
+            kwargs["compute_loss_func"] = lambda outputs, labels, num_items_in_batch=None: _hidden_state_loss(
+                outputs, labels, num_items_in_batch, model.get_output_embeddings().weight, loss_chunk_size,
+                self._token_weights,
             )
         super().__init__(*args, **kwargs)
         # Trainer's own token counter calls .item() every step, which stalls the host until the GPU catches up.
@@ -72,6 +77,13 @@ class PretrainTrainer(Trainer):
         self.allowance = allowance  # a time budget's share for evaluations and saves during training
         self.training = False  # inside train(): evaluations then count against the allowance
         self.add_callback(_CheckpointRules(self))
+
+    def _set_signature_columns_if_needed(self) -> None:
+        # A private Trainer hook (TRL's SFTTrainer overrides it too): rows keep their ``loss_weights`` for the
+        # collator, though the model's forward does not take them. tests/test_sft.py's weighted run fails without it.
+        super()._set_signature_columns_if_needed()
+        if "loss_weights" not in self._signature_columns:
+            self._signature_columns.append("loss_weights")
 
     def create_optimizer(self, model=None):
         """With ``muon``, Muon for the hidden matrices and AdamW for the rest; with ``embedding_lr`` or ``head_lr``,
@@ -116,6 +128,7 @@ class PretrainTrainer(Trainer):
             self._count_tokens(inputs)
         # Training never needs a KV cache, and without one transformers honours per-document position ids.
         inputs = {**inputs, "use_cache": False}
+        self._token_weights = inputs.pop("loss_weights", None)
         if self.compute_loss_func is not None:  # the chunked loss works from hidden states, not logits
             inputs.update(logits_to_keep=1, output_hidden_states=True)
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -175,8 +188,9 @@ class PretrainTrainer(Trainer):
         return metrics
 
 
-def _chunked_loss(outputs, labels, num_items_in_batch, head_weight, chunk_size) -> torch.Tensor:
-    nats = causal_lm_loss(outputs.hidden_states[-1], head_weight, labels, chunk_size=chunk_size)
+def _hidden_state_loss(outputs, labels, num_items_in_batch, head_weight, chunk_size, token_weights) -> torch.Tensor:
+    nats = causal_lm_loss(outputs.hidden_states[-1], head_weight, labels, chunk_size=chunk_size,
+                          token_weights=token_weights)
     if num_items_in_batch is None:
         return nats / (labels[:, 1:] != -100).sum().clamp(min=1)
     return nats / num_items_in_batch  # as HF's ForCausalLMLoss; Trainer scales for accumulation and devices
@@ -304,6 +318,7 @@ def build_trainer(cfg: PretrainConfig, out: Path, model: PreTrainedModel, tokeni
             processing_class=tokenizer,
             callbacks=[*callbacks, *budget_callbacks(cfg, clock, budget_s, allowance, agreement)],
             loss_chunk_size=cfg.loss_chunk_size,
+            weighted_loss="loss_weights" in (getattr(train_rows, "column_names", None) or ()),
             clock=clock,
             budget_s=budget_s,
             layout=layout,
