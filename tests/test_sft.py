@@ -165,8 +165,9 @@ def test_only_the_completion_is_trained_on(tokenizer, pairs, max_length):
 
 @given(st.integers(0, 10_000), st.floats(1.5, 10), st.integers(1, 300))
 def test_requested_tokens_weigh_more(tokenizer, seed, weight, room):
-    """With request_weight, the completion tokens that spell the request's words and sentence (and only they) weigh
-    ``weight``, the rest of the completion 1 and the prompt 0; ids and labels are those of the unweighted rows."""
+    """With request_weight, the completion tokens that spell the request's words, sentence and quotes (and only they)
+    weigh ``weight``, the rest of the completion 1 and the prompt 0; ids and labels are those of the unweighted
+    rows."""
     story = tp.generate_stories(1, seed=seed)[0]
     request = request_for(story, random.Random(seed), every_part=True)
     completion = " " + story
@@ -192,6 +193,7 @@ def test_requested_tokens_weigh_more(tokenizer, seed, weight, room):
         assert all(any(span in r for r in runs) for span in spans)
         assert all(any(w in r for r in runs) for w in request.words)
         assert not request.sentence or any(request.sentence.lower() in r for r in runs)
+        assert sum(r.count('"') for r in runs) == (completion.count('"') if request.dialogue else 0)
 
 
 def test_an_empty_completion_is_refused(tokenizer):

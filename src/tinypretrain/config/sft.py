@@ -41,8 +41,9 @@ class SFTConfig(PretrainConfig):
         "Dialogue where it has speech) instead of a seeded mix; held-out prompts keep the mix.", default=False
     )
     request_loss_weight: float = documented(
-        "Loss weight of the completion tokens that fulfil the prompt's request (its words, inflected or not, and its "
-        "sentence), against 1 for the rest of the completion; the logged training loss is the weighted one.",
+        "Loss weight of the completion tokens that fulfil the prompt's request (its words, inflected or not, its "
+        "sentence, and for Dialogue the quote marks), against 1 for the rest of the completion; the logged training "
+        "loss is the weighted one.",
         default=1.0,
     )
 

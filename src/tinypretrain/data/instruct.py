@@ -83,12 +83,14 @@ def word_pattern(word: str) -> re.Pattern:
 
 
 def request_spans(request: Request, text: str) -> list[tuple[int, int]]:
-    """The character spans of ``text`` that fulfil ``request``: every use of its words and each place its sentence
-    appears (ignoring case). Dialogue is not spanned: any quote meets it."""
+    """The character spans of ``text`` that fulfil ``request``: every use of its words, each place its sentence
+    appears (ignoring case), and for Dialogue every quote mark."""
     spans = [m.span() for word in request.words for m in word_pattern(word).finditer(text)]
     if request.sentence:
         sentence = re.compile(re.escape(request.sentence.strip()), re.IGNORECASE)
         spans += [m.span() for m in sentence.finditer(text)]
+    if request.dialogue:
+        spans += [(i, i + 1) for i, char in enumerate(text) if char in _QUOTES]
     return sorted(spans)
 
 
