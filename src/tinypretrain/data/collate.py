@@ -38,7 +38,8 @@ def causal_collator(
     mask is 1 and ``label_pad_token_id`` elsewhere. With pad == eos (the seed's Llama-2 setup) every real EOS keeps
     its label, whereas ``DataCollatorForLanguageModeling`` masks them and models never learn to stop. Features
     that already carry ``labels`` (SFT prompt masking) keep them, padded with ``label_pad_token_id``, and
-    ``loss_weights`` (per-token loss weights) come through as float32, padded with 0. The model shifts labels itself. ``pad_token_id`` defaults to the tokenizer's pad, then EOS.
+    ``loss_weights`` (per-token loss weights) come through as float32, padded with 0. The model shifts labels
+    itself. ``pad_token_id`` defaults to the tokenizer's pad, then EOS.
 
     ``document_eos_token_id`` is for packed, padding-free rows holding several documents: ``position_ids`` restart
     after every such EOS and no ``attention_mask`` is returned, so transformers (SDPA/eager/flash) restricts

@@ -3,8 +3,8 @@ what a prompt asks for, and tokenizing examples so that only the completion is t
 
 A prompt holds any of ``Features: Dialogue``, ``Words: a, b, c`` and ``Sentence: ...``, then ``Story:``; the
 completion is `` <story>`` and the tokenizer's EOS, or a story's opening (its first sentences, without EOS: the story
-goes on, as after pretraining's truncation). The tokens that fulfil a request (its words and its sentence) can weigh
-more in the loss than the rest of the story (``request_weight``)."""
+goes on, as after pretraining's truncation). The tokens that fulfil a request (its words, its sentence, a Dialogue
+request's quote marks) can weigh more in the loss than the rest of the story (``request_weight``)."""
 
 from __future__ import annotations
 
