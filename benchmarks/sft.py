@@ -29,7 +29,7 @@ from tinypretrain.config.sft import SFTConfig
 from tinypretrain.utils.stats import format_mean_ci, format_p, mean_ci, welch_p
 
 COLUMNS = ["variant", "seed", "steps", "score_before", "score_after", "gain", "words", "sentence", "dialogue",
-           "load_1m"]
+           "eval_bits_per_byte", "load_1m"]
 
 
 def _cli(*args: str) -> None:
@@ -45,7 +45,8 @@ def run_once(base: Path, data: Path, budget: float, seed: int, overrides: dict, 
     sft, after = record["sft"], record["sft"]["parts"]["after"]
     return {"seed": seed, "steps": record["metrics"]["train_steps"], "score_before": sft["score_before"],
             "score_after": sft["score_after"], "gain": sft["score_after"] - sft["score_before"],
-            **{part: after.get(part) for part in ("words", "sentence", "dialogue")}, "load_1m": os.getloadavg()[0]}
+            **{part: after.get(part) for part in ("words", "sentence", "dialogue")},
+            "eval_bits_per_byte": record["metrics"]["eval_bits_per_byte"], "load_1m": os.getloadavg()[0]}
 
 
 def builtin_corpus(stories: int) -> Path:
@@ -93,9 +94,11 @@ def main() -> None:
                         "ci95": half, "p_vs_first": welch_p(gains, first) if name != variants[0][0] else None})
     print_table([{**s, "p_vs_first": format_p(s["p_vs_first"])} for s in summary], ["variant", "n", "gain",
                                                                                     "p_vs_first"])
+    base_metrics = json.loads((base / "run.json").read_text())["metrics"]
     write_json(args.json, {"machine": machine(), "data": args.data, "base": str(base), "base_time": args.base_time,
-                           "sft_time": args.sft_time, "rows": rows, "summary": summary,
-                           "command": " ".join(sys.argv)})
+                           "base_steps": base_metrics["train_steps"],
+                           "base_bits_per_byte": base_metrics["eval_bits_per_byte"], "sft_time": args.sft_time,
+                           "rows": rows, "summary": summary, "command": " ".join(sys.argv)})
 
 
 if __name__ == "__main__":
