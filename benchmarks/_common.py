@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,12 @@ def eot_text(stories: list[str]) -> str:
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     """Print ``rows`` as the markdown table RESULTS.md quotes (tinypretrain's one table writer)."""
     print(markdown_table(rows, columns), end="", flush=True)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> None:
+    """``tinypretrain ARGS`` in a fresh process, quietly, as a user runs it (an error fails the benchmark)."""
+    subprocess.run([sys.executable, "-m", "tinypretrain", *args], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, env=env)
 
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:

@@ -15,12 +15,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import DEFAULT_DATA, machine, print_table, write_json
+from _common import DEFAULT_DATA, machine, print_table, run_cli, write_json
 from budget import split_stories
 
 COLUMNS = ["mode", "steps", "train_seconds", "load_1m"]
@@ -30,11 +29,9 @@ SUMMARY_COLUMNS = ["mode", "seconds_per_step", "fixed_seconds", "steps_in_60s", 
 def train_seconds(data: Path, steps: int, compiled: bool, cache: Path, work: Path) -> float:
     """Training seconds of one run in a fresh process, whose inductor cache is ``cache``."""
     out = work / f"run-{steps}-{compiled}"
-    command = [sys.executable, "-m", "tinypretrain", "train", "--dataset", str(data), "--max_steps", str(steps),
-               "--torch_compile", str(compiled).lower(), "--eval_strategy", "no", "--save_strategy", "no",
-               "--num_samples", "0", "--story_samples", "0", "--report_to", "none", "--output_dir", str(out)]
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    run_cli("train", "--dataset", str(data), "--max_steps", str(steps), "--torch_compile", str(compiled).lower(),
+            "--eval_strategy", "no", "--save_strategy", "no", "--num_samples", "0", "--story_samples", "0",
+            "--report_to", "none", "--output_dir", str(out), env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)})
     seconds = json.loads((out / "run.json").read_text())["metrics"]["train_seconds"]
     shutil.rmtree(out)
     return seconds

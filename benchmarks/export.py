@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from _common import CACHE, DEFAULT_DATA, machine, print_table, tokenizer_for, write_json
+from _common import CACHE, DEFAULT_DATA, machine, print_table, run_cli, tokenizer_for, write_json
 from transformers import AutoTokenizer
 
 from tinypretrain.data.load import read_eot_text
@@ -43,10 +41,9 @@ def llama2_tokenizer(path: str) -> str:
 
 
 def train(output: Path, data: Path, preset: str, tokenizer: str, steps: int) -> None:
-    subprocess.run([sys.executable, "-m", "tinypretrain", "train", "--dataset", str(data), "--preset", preset,
-                    "--tokenizer", tokenizer, "--max_steps", str(steps), "--max_length", "256", "--story_samples", "0",
-                    "--num_samples", "0", "--max_eval_samples", "50", "--output_dir", str(output)],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_cli("train", "--dataset", str(data), "--preset", preset, "--tokenizer", tokenizer, "--max_steps", str(steps),
+            "--max_length", "256", "--story_samples", "0", "--num_samples", "0", "--max_eval_samples", "50",
+            "--output_dir", str(output))
 
 
 def main() -> None:

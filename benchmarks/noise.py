@@ -16,12 +16,11 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import DEFAULT_DATA, machine, parse_variant, print_table, write_json
+from _common import DEFAULT_DATA, machine, parse_variant, print_table, run_cli, write_json
 from budget import split_stories
 
 from tinypretrain.utils.stats import format_p, mean_ci, welch_p
@@ -33,9 +32,8 @@ COLUMNS = ["variant", "seed", "steps", "bits_per_byte", "train_seconds", "train_
 def run_once(data: Path, budget: float, seed: int, overrides: dict, work: Path) -> dict:
     out = work / f"run-{seed}"
     flags = [f"--{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in overrides.items()]
-    command = [sys.executable, "-m", "tinypretrain", "train", "--dataset", str(data), "--max_time", str(budget),
-               "--seed", str(seed), "--num_samples", "0", "--output_dir", str(out), *flags]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_cli("train", "--dataset", str(data), "--max_time", str(budget), "--seed", str(seed), "--num_samples", "0",
+            "--output_dir", str(out), *flags)
     record = json.loads((out / "run.json").read_text())
     runtime = next(json.loads(line)["train_runtime"] for line in (out / "metrics.jsonl").read_text().splitlines()
                    if "train_runtime" in line)

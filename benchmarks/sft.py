@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import DEFAULT_DATA, eot_text, machine, parse_variant, print_table, write_json
+from _common import DEFAULT_DATA, eot_text, machine, parse_variant, print_table, run_cli, write_json
 from budget import split_stories
 
 import tinypretrain as tp
@@ -32,15 +31,10 @@ COLUMNS = ["variant", "seed", "steps", "score_before", "score_after", "gain", "w
            "eval_bits_per_byte", "load_1m"]
 
 
-def _cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "tinypretrain", *args], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-
-
 def run_once(base: Path, data: Path, budget: float, seed: int, overrides: dict, out: Path) -> dict:
     flags = [f"--{k}={v}" for k, v in overrides.items()]
-    _cli("sft", str(base), "--dataset", str(data), "--max_time", str(budget), "--seed", str(seed), "--output_dir",
-         str(out), *flags)
+    run_cli("sft", str(base), "--dataset", str(data), "--max_time", str(budget), "--seed", str(seed), "--output_dir",
+            str(out), *flags)
     record = json.loads((out / "run.json").read_text())
     sft, after = record["sft"], record["sft"]["parts"]["after"]
     return {"seed": seed, "steps": record["metrics"]["train_steps"], "score_before": sft["score_before"],
@@ -75,8 +69,8 @@ def main() -> None:
     base = args.base
     if base is None:
         base = work / "base"
-        _cli("train", "--dataset", str(data), "--max_time", str(args.base_time), "--num_samples", "0",
-             "--output_dir", str(base))
+        run_cli("train", "--dataset", str(data), "--max_time", str(args.base_time), "--num_samples", "0",
+                "--output_dir", str(base))
     rows = []
     for seed in range(args.seeds):  # seeds outer, variants inner: a slow stretch of the machine hits every variant
         for name, overrides in variants:

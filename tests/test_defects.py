@@ -55,6 +55,26 @@ def test_pretrain_trainer_takes_the_model_positionally(tmp_path):
     assert trainer.compute_loss_func is not None and trainer.model is model
 
 
+def test_pretrain_trainer_weighs_the_loss_only_for_rows_with_loss_weights(tmp_path):
+    """Rows with a loss_weights column set up the weighted loss (by keyword or positionally); weights arriving in
+    batches of a trainer whose rows had none fail loudly instead of being dropped."""
+    import torch
+    from datasets import Dataset
+    from transformers import TrainingArguments
+
+    model = tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                num_key_value_heads=1, vocab_size=64))
+    args = TrainingArguments(str(tmp_path), use_cpu=True, report_to="none")
+    weighted = Dataset.from_dict({"input_ids": [[1, 2, 3]], "loss_weights": [[0.0, 1.0, 2.0]]})
+    assert tp.PretrainTrainer(model, args, train_dataset=weighted).compute_loss_func is not None
+    assert tp.PretrainTrainer(model, args, None, weighted).compute_loss_func is not None
+    plain = tp.PretrainTrainer(model, args, train_dataset=weighted.remove_columns("loss_weights"))
+    assert plain.compute_loss_func is None
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match="no 'loss_weights' column"):
+        plain.compute_loss(model, {"input_ids": ids, "labels": ids, "loss_weights": torch.ones(1, 3)})
+
+
 def test_version_floors_cover_what_the_code_uses():
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     floor = {re.split(r"[<>=]", d)[0]: re.search(r">=([\d.]+)", d).group(1) for d in deps if ">=" in d}

@@ -51,7 +51,6 @@ class PretrainTrainer(Trainer):
         self,
         *args: Any,
         loss_chunk_size: int | None = None,
-        weighted_loss: bool = False,
         clock: TrainingClock | None = None,
         budget_s: float | None = None,
         layout: dict[str, Any] | None = None,
@@ -60,7 +59,9 @@ class PretrainTrainer(Trainer):
     ) -> None:
         # Trainer's hook gets outputs and labels only, so a batch's loss weights wait here for it.
         self._token_weights: torch.Tensor | None = None
-        if loss_chunk_size is not None or weighted_loss:  # a public hook: Trainer keeps its num_items_in_batch scaling
+        rows = kwargs["train_dataset"] if "train_dataset" in kwargs else (args[3] if len(args) > 3 else None)
+        weighted = "loss_weights" in (getattr(rows, "column_names", None) or ())
+        if loss_chunk_size is not None or weighted:  # a public hook: Trainer keeps its num_items_in_batch scaling
             model = kwargs["model"] if "model" in kwargs else args[0]  # Trainer(model, args, ...) or by keyword
             kwargs["compute_loss_func"] = lambda outputs, labels, num_items_in_batch=None: _hidden_state_loss(
                 outputs, labels, num_items_in_batch, model.get_output_embeddings().weight, loss_chunk_size,
@@ -129,6 +130,9 @@ class PretrainTrainer(Trainer):
         # Training never needs a KV cache, and without one transformers honours per-document position ids.
         inputs = {**inputs, "use_cache": False}
         self._token_weights = inputs.pop("loss_weights", None)
+        if self._token_weights is not None and self.compute_loss_func is None:
+            raise ValueError("Batches carry loss_weights, but the training rows given to PretrainTrainer did not "
+                             "(no 'loss_weights' column), so no weighted loss was set up; pass rows with that column.")
         if self.compute_loss_func is not None:  # the chunked loss works from hidden states, not logits
             inputs.update(logits_to_keep=1, output_hidden_states=True)
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -318,7 +322,6 @@ def build_trainer(cfg: PretrainConfig, out: Path, model: PreTrainedModel, tokeni
             processing_class=tokenizer,
             callbacks=[*callbacks, *budget_callbacks(cfg, clock, budget_s, allowance, agreement)],
             loss_chunk_size=cfg.loss_chunk_size,
-            weighted_loss="loss_weights" in (getattr(train_rows, "column_names", None) or ()),
             clock=clock,
             budget_s=budget_s,
             layout=layout,
