@@ -122,10 +122,15 @@ def reset_peak_memory() -> None:
 
 
 def machine() -> dict[str, Any]:
+    from tinypretrain.utils.cpu import cpu_features
+
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    cpu = cpu_features()
     return {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "device": gpu or f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
+        "cpu": cpu["model"],
+        "cpu_kind": cpu["kind"],
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }

@@ -17,6 +17,7 @@ is slow to score on CPU) with the clock paused; the final score uses all of them
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -191,6 +192,20 @@ def llama2c_reference(train_dir: Path, curve: Curve, seed: int = 0) -> tuple:
     return model, tokenizer, steps
 
 
+@contextlib.contextmanager
+def inductor_cache(kind: str):
+    """With ``kind="cold"``, a run whose torch.compile starts from nothing: dynamo's traces dropped and an empty
+    inductor cache (torch's private ``temporary_cache_dir``, which also clears inductor's in-memory caches)."""
+    if kind == "warm":
+        yield
+        return
+    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+
+    torch._dynamo.reset()
+    with tempfile.TemporaryDirectory(prefix="inductor-") as folder, temporary_cache_dir(folder):
+        yield
+
+
 def pretrain_curve(output_dir: Path) -> list[tuple[float, float]]:
     rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
     return [(r["train_seconds"], r["eval_bits_per_byte"]) for r in rows if "eval_bits_per_byte" in r]
@@ -268,6 +283,9 @@ def main() -> None:
     parser.add_argument("--also_valid", action="store_true", help="Also score every run on valid.txt (final report).")
     parser.add_argument("--curve_points", type=int, default=CURVE_POINTS,
                         help="Curve points per run (each a 500-story evaluation, off the clock but not free).")
+    parser.add_argument("--compile_cache", choices=["cold", "warm"], default="cold",
+                        help="cold: each compiled run starts from an empty inductor cache, as a machine's first compiled "
+                        "run does (its compile counts against the budget); warm: runs share this process's cache.")
     parser.add_argument("--json")
     parser.add_argument("--write_split", type=Path, help="Only write the train/selection folder here (for sweeps).")
     args = parser.parse_args()
@@ -297,9 +315,10 @@ def main() -> None:
             # pretrain() makes its own tokenizer (its vocabulary is part of the defaults), outside the budget. No story
             # metrics at each curve point: nothing here reads them, and sampling, seeded in a forked RNG with the
             # clock paused, changes no training step; it only cost wall time.
-            result = tp.pretrain(dataset=str(train_dir), max_time=budget, output_dir=str(out), num_samples=3,
-                                 report_to="none", disable_tqdm=True, eval_steps=1 / args.curve_points,
-                                 **{"seed": 3407 + k, "story_samples": 0, **overrides})
+            with inductor_cache(args.compile_cache):
+                result = tp.pretrain(dataset=str(train_dir), max_time=budget, output_dir=str(out), num_samples=3,
+                                     report_to="none", disable_tqdm=True, eval_steps=1 / args.curve_points,
+                                     **{"seed": 3407 + k, "story_samples": 0, **overrides})
             model, tok, steps = result.model, result.tokenizer, result.metrics["train_steps"]
             points = pretrain_curve(out)
             samples = (out / "samples.md").read_text(encoding="utf-8")
@@ -311,7 +330,7 @@ def main() -> None:
                      "curve": points, "samples": samples})
         print_table(rows[-1:], COLUMNS)
         write_json(args.json, {"machine": machine(), "scored_on": args.score_on, "stories": len(scored),
-                               "rows": rows})
+                               "compile_cache": args.compile_cache, "rows": rows})
         if args.json:
             plot(rows, Path(args.json).with_suffix(".png"))
     print_table(rows, COLUMNS)
@@ -320,8 +339,8 @@ def main() -> None:
     valid_summary = summarize_paths(rows, "valid_bits_per_byte") if valid else None
     if valid_summary:
         print_table(valid_summary, [c.replace("bits_per_byte", "valid_bits_per_byte") for c in SUMMARY_COLUMNS])
-    write_json(args.json, {"machine": machine(), "scored_on": args.score_on, "stories": len(scored), "rows": rows,
-                           "summary": summary, "valid_summary": valid_summary})
+    write_json(args.json, {"machine": machine(), "scored_on": args.score_on, "stories": len(scored),
+                           "compile_cache": args.compile_cache, "rows": rows, "summary": summary, "valid_summary": valid_summary})
     assert all(math.isfinite(r["bits_per_byte"]) for r in rows)
 
 
