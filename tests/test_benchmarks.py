@@ -47,3 +47,20 @@ def test_every_results_section_names_its_script_and_command():
     for section in sections:
         title = section.splitlines()[0]
         assert command.search(section), f"RESULTS.md {title!r} names no command that produced it"
+
+
+def test_a_cold_compile_starts_from_an_empty_inductor_cache(monkeypatch, tmp_path):
+    """budget.py's compiled runs pay their compile in the budget: each gets an empty cache folder, dropped after, and
+    torch's own folder is back (this leans on torch's private ``temporary_cache_dir``)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import budget
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    own = tmp_path / "torch-cache"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(own))
+    with budget.inductor_cache("cold"):
+        inside = Path(cache_dir())
+        assert inside != own and inside.name.startswith("inductor-") and not any(inside.iterdir())
+    assert not inside.exists() and Path(cache_dir()) == own
+    with budget.inductor_cache("warm"):
+        assert Path(cache_dir()) == own
