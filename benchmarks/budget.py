@@ -297,6 +297,7 @@ def main() -> None:
         shutil.copytree(train_dir, args.write_split)
         return
     rows = []
+    about = {"scored_on": args.score_on, "stories": len(scored), "compile_cache": args.compile_cache}
     paths = [("seed recipe", "seed")] if args.seed_recipe else []
     paths += [] if args.no_reference else [(REFERENCE, "reference")]
     paths += [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
@@ -329,8 +330,7 @@ def main() -> None:
                      "seconds_to_seed_epoch": seconds_to(points, SEED_ONE_EPOCH_BPB), "load_1m": load,
                      "curve": points, "samples": samples})
         print_table(rows[-1:], COLUMNS)
-        write_json(args.json, {"machine": machine(), "scored_on": args.score_on, "stories": len(scored),
-                               "compile_cache": args.compile_cache, "rows": rows})
+        write_json(args.json, {"machine": machine(), **about, "rows": rows})
         if args.json:
             plot(rows, Path(args.json).with_suffix(".png"))
     print_table(rows, COLUMNS)
@@ -339,8 +339,8 @@ def main() -> None:
     valid_summary = summarize_paths(rows, "valid_bits_per_byte") if valid else None
     if valid_summary:
         print_table(valid_summary, [c.replace("bits_per_byte", "valid_bits_per_byte") for c in SUMMARY_COLUMNS])
-    write_json(args.json, {"machine": machine(), "scored_on": args.score_on, "stories": len(scored),
-                           "compile_cache": args.compile_cache, "rows": rows, "summary": summary, "valid_summary": valid_summary})
+    write_json(args.json, {"machine": machine(), **about, "rows": rows, "summary": summary,
+                           "valid_summary": valid_summary})
     assert all(math.isfinite(r["bits_per_byte"]) for r in rows)
 
 
