@@ -53,6 +53,17 @@ def test_requests_built_from_a_story_are_met_by_that_story(seed, every_part):
         assert request.words and request.sentence and request.dialogue == ('"' in story)
 
 
+@given(st.integers(0, 10_000), st.booleans())
+def test_a_first_sentence_request_asks_for_the_sentence_the_story_opens_with(seed, every_part):
+    story = " ".join(tp.generate_stories(2, seed=seed))
+    request = request_for(story, random.Random(seed), every_part=every_part, first_sentence=True)
+    first = opening(story, 1)
+    if every_part and 4 <= len(first.split()) <= 20 and '"' not in first:  # a sentence any request may ask for
+        assert request.sentence == first
+    else:
+        assert request.sentence is None or story.startswith(request.sentence)
+
+
 def test_the_score_says_how_many_prompts_ask_for_each_part(tokenizer):
     model = tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                                 num_key_value_heads=1, vocab_size=len(tokenizer)), seed=0)
@@ -99,9 +110,10 @@ def test_openings_train_and_score_alike(tmp_path):
         sft_config(["base", "--completion_sentences", "0"])
 
 
-def test_every_part_changes_training_prompts_only(tmp_path):
-    """every_part: each training prompt asks for all its text allows; held-out prompts keep the seeded mix, so scores
-    with and without it are on the same prompts."""
+def test_every_part_and_first_sentence_change_training_prompts_only(tmp_path):
+    """every_part: each training prompt asks for all its text allows; first_sentence: for the sentence it opens with.
+    Held-out prompts keep the seeded mix of parts and sentences, so scores with and without them are on the same
+    prompts."""
     from tinypretrain.data.prepare import load_texts
 
     stories = [" ".join(tp.generate_stories(3, seed=i)) for i in range(80)]
@@ -123,6 +135,12 @@ def test_every_part_changes_training_prompts_only(tmp_path):
         return sum(sum(parts(request_of(p))) for p in texts.train["prompt"])
 
     assert asked(mixed) < asked(every)  # the default is a seeded mix, not every part
+    first = load_texts(sft_config([*flags, "--every_part", "true", "--first_sentence", "true"]))
+    assert first.prompts == mixed.prompts and first.eval == mixed.eval
+    requested = [(request_of(p).sentence, c.strip()) for p, c in zip(first.train["prompt"], first.train["completion"])]
+    assert all(completion.startswith(sentence) for sentence, completion in requested if sentence)
+    held = [(request_of(p).sentence, t[len(p):].strip()) for p, t in zip(mixed.prompts, mixed.eval)]
+    assert any(sentence and not text.startswith(sentence) for sentence, text in held)  # held-out: any sentence
 
 
 def test_tinystories_instruct_texts_split_at_story():
@@ -266,9 +284,10 @@ def test_prompt_completion_jsonl_trains_and_its_bad_rows_are_one_line(base, tmp_
                      "--output_dir", str(tmp_path / name.replace(" ", "_"))])
         err = capsys.readouterr().err
         assert code == 2 and message in err and "Traceback" not in err, (name, err)
-    code = main(["sft", str(base), "--dataset", str(data), *TINY_SFT, "--every_part", "true", "--max_steps", "2",
-                 "--output_dir", str(tmp_path / "every")])
-    assert code == 2 and "leave every_part off for a prompt-completion dataset" in capsys.readouterr().err
+    for builder in ("every_part", "first_sentence"):
+        code = main(["sft", str(base), "--dataset", str(data), *TINY_SFT, f"--{builder}", "true", "--max_steps", "2",
+                     "--output_dir", str(tmp_path / builder)])
+        assert code == 2 and f"leave {builder} off for a prompt-completion dataset" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -40,6 +40,11 @@ class SFTConfig(PretrainConfig):
         "Training prompts built from plain stories ask for every part their text allows (3 words, a sentence, "
         "Dialogue where it has speech) instead of a seeded mix; held-out prompts keep the mix.", default=False
     )
+    first_sentence: bool = documented(
+        "Training prompts built from plain stories that ask for a sentence ask for the one their text opens with, so "
+        "tuning teaches the model to open with a requested sentence; held-out prompts keep any sentence.",
+        default=False,
+    )
     request_loss_weight: float = documented(
         "Loss weight of the completion tokens that fulfil the prompt's request (its words, inflected or not, its "
         "sentence, and for Dialogue the quote marks), against 1 for the rest of the completion; the logged training "

@@ -58,13 +58,15 @@ def request_of(prompt: str) -> Request:
     return Request(words, sentence, dialogue)
 
 
-def request_for(story: str, rng: random.Random, every_part: bool = False) -> Request:
+def request_for(story: str, rng: random.Random, every_part: bool = False, first_sentence: bool = False) -> Request:
     """A seeded request that ``story`` fulfils: a random non-empty mix (with ``every_part``: all) of 3 of its content
-    words (never names), one of its sentences, and Dialogue when it has quoted speech (each part only where the story
-    allows it)."""
+    words (never names), one of its sentences (with ``first_sentence``: the one it opens with), and Dialogue when it
+    has quoted speech (each part only where the story allows it)."""
     names = {w.lower() for w in _WORD.findall(story) if w[0].isupper()}  # names, and words that open sentences
     content = sorted({w for w in map(str.lower, _WORD.findall(story)) if len(w) > 2} - STOPWORDS - names)
     sentences = [s.strip() for s in _SENTENCE.findall(story) if 4 <= len(s.split()) <= 20 and '"' not in s]
+    if first_sentence:  # a request the story answers by opening with the sentence, as a model can learn to
+        sentences = [s for s in sentences[:1] if story.lstrip().startswith(s)]
     possible = {"words": len(content) >= 3, "sentence": bool(sentences), "dialogue": any(q in story for q in _QUOTES)}
     offered = [part for part, ok in possible.items() if ok]
     if not offered:
@@ -110,12 +112,13 @@ def opening(story: str, sentences: int) -> str:
     return story if len(ends) <= sentences else story[: ends[sentences - 1]]
 
 
-def instruct_examples(texts: list[str], seed: int, sentences: int | None = None, every_part: bool = False
-                      ) -> dict[str, list]:
+def instruct_examples(texts: list[str], seed: int, sentences: int | None = None, every_part: bool = False,
+                      first_sentence: bool = False) -> dict[str, list]:
     """``prompt``, ``completion`` and ``cut`` columns from ``texts``: TinyStories-Instruct texts are split at
     ``Story:``; plain stories get a seeded request built from themselves (with ``every_part``, asking for every part
-    the story allows), or with ``sentences``, from their opening of that many sentences, which is then the completion
-    (``cut``: the story goes on, so no EOS is trained after it)."""
+    the story allows; with ``first_sentence``, a requested sentence is the one the story opens with), or with
+    ``sentences``, from their opening of that many sentences, which is then the completion (``cut``: the story goes
+    on, so no EOS is trained after it)."""
     rng = random.Random(seed)
     columns: dict[str, list] = {"prompt": [], "completion": [], "cut": []}
     for text in texts:
@@ -123,7 +126,7 @@ def instruct_examples(texts: list[str], seed: int, sentences: int | None = None,
         if pair is None:
             story = text.strip()
             kept = opening(story, sentences) if sentences else story
-            pair, cut = (request_for(kept, rng, every_part).prompt(), " " + kept), kept != story
+            pair, cut = (request_for(kept, rng, every_part, first_sentence).prompt(), " " + kept), kept != story
         columns["prompt"].append(pair[0])
         columns["completion"].append(pair[1])
         columns["cut"].append(cut)

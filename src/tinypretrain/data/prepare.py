@@ -92,19 +92,22 @@ def load_instructions(cfg: SFTConfig) -> RunTexts:
     """SFT examples: (prompt, completion) rows to train on, and ``heldout_prompts`` examples from texts not trained on,
     whose prompts are scored and whose full texts are the eval texts. A dataset's eval split, else texts held out of
     its train split, else stories generated with another seed. Held-out prompts built from stories always ask for a
-    seeded mix of parts (``every_part`` changes training prompts only), so scores stay comparable."""
+    seeded mix of parts and any sentence (``every_part`` and ``first_sentence`` change training prompts only), so
+    scores stay comparable."""
     if cfg.dataset is None:
         stories = story_dataset(cfg.builtin_stories, seed=cfg.seed)["text"]
         held = _unseen_stories(set(stories), cfg.heldout_prompts, cfg.seed + 1)
-        train = Dataset.from_dict(instruct_examples(stories, cfg.seed, cfg.completion_sentences, cfg.every_part))
+        train = Dataset.from_dict(instruct_examples(stories, cfg.seed, cfg.completion_sentences, cfg.every_part,
+                                                    cfg.first_sentence))
         held_out = instruct_examples(held, cfg.seed + 1, cfg.completion_sentences)
         source = f"{len(held)} generated stories (seed {cfg.seed + 1}) that are not in train"
     else:
         splits = load_text_dataset(cfg.dataset, split=None, text_column=None)
         raw = load_text_dataset(cfg.dataset, split=cfg.train_split, text_column=None)
-        if _holds_prompts(raw, cfg) and cfg.every_part:  # a dataset of neither kind fails here, before any split
-            raise ValueError(f"every_part builds prompts from plain stories, but {cfg.dataset} has its own prompts "
-                             f"({cfg.prompt_column!r}); leave every_part off for a prompt-completion dataset.")
+        builders = [name for name in ("every_part", "first_sentence") if getattr(cfg, name)]
+        if _holds_prompts(raw, cfg) and builders:  # a dataset of neither kind fails here, before any split
+            raise ValueError(f"{builders[0]} builds prompts from plain stories, but {cfg.dataset} has its own prompts "
+                             f"({cfg.prompt_column!r}); leave {builders[0]} off for a prompt-completion dataset.")
         eval_split = cfg.eval_split.split("[")[0] if cfg.eval_split else None
         if eval_split in splits:
             held_raw = load_text_dataset(cfg.dataset, split=cfg.eval_split, text_column=None)
@@ -113,8 +116,8 @@ def load_instructions(cfg: SFTConfig) -> RunTexts:
             parts = raw.train_test_split(test_size=min(cfg.heldout_prompts, max(1, len(raw) // 10)), seed=cfg.seed)
             raw, held_raw = parts["train"], parts["test"]
             source = f"{len(held_raw)} examples of {cfg.train_split!r} held out of training (seed {cfg.seed})"
-        train = _instruction_rows(raw, cfg, cfg.every_part)
-        held_out = _instruction_rows(held_raw, cfg, every_part=False)[: cfg.heldout_prompts]
+        train = _instruction_rows(raw, cfg, training=True)
+        held_out = _instruction_rows(held_raw, cfg, training=False)[: cfg.heldout_prompts]
     if cfg.max_train_samples is not None:
         train = train.select(range(min(cfg.max_train_samples, len(train))))
     pairs = list(zip(held_out["prompt"], held_out["completion"]))
@@ -127,10 +130,10 @@ def _unseen_stories(seen: set[str], n: int, seed: int) -> list[str]:
     return [t for t in dict.fromkeys(generate_stories(n * 3, seed=seed)) if t not in seen][:n]
 
 
-def _instruction_rows(ds: Dataset, cfg: SFTConfig, every_part: bool) -> Dataset:
+def _instruction_rows(ds: Dataset, cfg: SFTConfig, training: bool) -> Dataset:
     """``prompt`` and ``completion`` columns from a prompt-completion dataset, or from a text column (instructions
-    built from stories, asking for ``every_part`` or a seeded mix, or TinyStories-Instruct texts split at
-    ``Story:``)."""
+    built from stories, as ``every_part`` and ``first_sentence`` say for ``training`` rows and as a seeded mix for
+    held-out ones, or TinyStories-Instruct texts split at ``Story:``)."""
     if _holds_prompts(ds, cfg):
         columns = (cfg.prompt_column, cfg.completion_column)
         for column in columns:
@@ -138,7 +141,8 @@ def _instruction_rows(ds: Dataset, cfg: SFTConfig, every_part: bool) -> Dataset:
         return ds.select_columns(list(columns)).rename_columns(dict(zip(columns, ("prompt", "completion"))))
     check_text_column(ds, cfg.text_column)
     texts = [t for t in ds[cfg.text_column] if has_text(t)]
-    return Dataset.from_dict(instruct_examples(texts, cfg.seed, cfg.completion_sentences, every_part))
+    return Dataset.from_dict(instruct_examples(texts, cfg.seed, cfg.completion_sentences,
+                                               training and cfg.every_part, training and cfg.first_sentence))
 
 
 def _holds_prompts(ds: Dataset, cfg: SFTConfig) -> bool:
