@@ -1,8 +1,8 @@
 """Quality for a time budget on this machine: bits/byte after B seconds of training for the seed recipe, llama2.c's
 own train.py recipe (`llama2c_reference`: its model, init, tokenizer kind, data order and optimiser) and
-pretrain(max_time=B) variants, each with --seeds seeds, one after the other (run it on an idle machine), with the
-curve of bits/byte against training seconds and the seconds each path needs to reach the seed recipe's one-epoch
-quality (1.383 bits/byte). The summary gives each path's mean ± 95% CI, its ratio to llama2.c's and Welch's p, and
+pretrain(max_time=B) variants, each with --seeds seeds, one after the other and each in a fresh process (run it on an
+idle machine), with the curve of bits/byte against training seconds and the seconds each path needs to reach the seed
+recipe's one-epoch quality (1.383 bits/byte). The summary gives each path's mean ± 95% CI, its ratio to llama2.c's and Welch's p, and
 the same against the first --variant (the one the others are measured against).
 
     python benchmarks/budget.py --budgets 60 300 --seeds 3 --score_on valid --json benchmarks/results/budget.json
@@ -33,6 +33,7 @@ from _common import (
     CACHE,
     DEFAULT_DATA,
     eot_text,
+    in_fresh_process,
     machine,
     parse_variant,
     print_table,
@@ -270,6 +271,39 @@ def plot(rows: list[dict], path: Path) -> None:
     save_figure(fig, path)
 
 
+def one_run(budget: float, k: int, name: str, overrides: dict | str, train_dir: Path, scored: list[str],
+            valid: list[str] | None, curve_points: int, compile_cache: str) -> dict[str, Any]:
+    """One path's run for ``budget`` seconds with seed ``k``, scored: a row of the table (main runs each in a fresh
+    process)."""
+    load = os.getloadavg()[0]
+    curve, samples = Curve(scored, budget, curve_points), None
+    if overrides == "seed":  # its 20M model at 2,048 tokens takes ~30 s per 500-story curve point on CPU
+        curve = Curve(scored, budget, points=6, stories=100)
+        model, tok, steps = seed_recipe(train_dir, tokenizer_for(train_dir, None), curve)
+        points = curve.points
+    elif overrides == "reference":
+        model, tok, steps = llama2c_reference(train_dir, curve, seed=k)
+        points = curve.points
+    else:
+        out = Path(tempfile.mkdtemp(prefix="budget-run-"))
+        # pretrain() makes its own tokenizer (its vocabulary is part of the defaults), outside the budget. No story
+        # metrics at each curve point: nothing here reads them, and sampling, seeded in a forked RNG with the clock
+        # paused, changes no training step; it only cost wall time.
+        with inductor_cache(compile_cache):
+            result = tp.pretrain(dataset=str(train_dir), max_time=budget, output_dir=str(out), num_samples=3,
+                                 report_to="none", disable_tqdm=True, eval_steps=1 / curve_points,
+                                 **{"seed": 3407 + k, "story_samples": 0, **overrides})
+        model, tok, steps = result.model, result.tokenizer, result.metrics["train_steps"]
+        points = pretrain_curve(out)
+        samples = (out / "samples.md").read_text(encoding="utf-8")
+    score = tp.evaluate(model, tok, scored)
+    return {"budget_s": budget, "path": name, "seed": k, "overrides": overrides, "steps": steps,
+            "bits_per_byte": score["bits_per_byte"], "loss": score["loss"],
+            "valid_bits_per_byte": tp.evaluate(model, tok, valid)["bits_per_byte"] if valid else None,
+            "seconds_to_seed_epoch": seconds_to(points, SEED_ONE_EPOCH_BPB), "load_1m": load, "curve": points,
+            "samples": samples}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -285,7 +319,7 @@ def main() -> None:
                         help="Curve points per run (each a 500-story evaluation, off the clock but not free).")
     parser.add_argument("--compile_cache", choices=["cold", "warm"], default="cold",
                         help="cold: each compiled run starts from an empty inductor cache, as a machine's first compiled "
-                        "run does (its compile counts against the budget); warm: runs share this process's cache.")
+                        "run does (its compile counts against the budget); warm: runs share torch's cache folder.")
     parser.add_argument("--json")
     parser.add_argument("--write_split", type=Path, help="Only write the train/selection folder here (for sweeps).")
     args = parser.parse_args()
@@ -302,33 +336,8 @@ def main() -> None:
     paths += [] if args.no_reference else [(REFERENCE, "reference")]
     paths += [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
     for budget, k, (name, overrides) in itertools.product(args.budgets, range(args.seeds), paths):
-        load = os.getloadavg()[0]
-        curve, samples = Curve(scored, budget, args.curve_points), None
-        if overrides == "seed":  # its 20M model at 2,048 tokens takes ~30 s per 500-story curve point on CPU
-            curve = Curve(scored, budget, points=6, stories=100)
-            model, tok, steps = seed_recipe(train_dir, tokenizer_for(train_dir, None), curve)
-            points = curve.points
-        elif overrides == "reference":
-            model, tok, steps = llama2c_reference(train_dir, curve, seed=k)
-            points = curve.points
-        else:
-            out = Path(tempfile.mkdtemp(prefix="budget-run-"))
-            # pretrain() makes its own tokenizer (its vocabulary is part of the defaults), outside the budget. No story
-            # metrics at each curve point: nothing here reads them, and sampling, seeded in a forked RNG with the
-            # clock paused, changes no training step; it only cost wall time.
-            with inductor_cache(args.compile_cache):
-                result = tp.pretrain(dataset=str(train_dir), max_time=budget, output_dir=str(out), num_samples=3,
-                                     report_to="none", disable_tqdm=True, eval_steps=1 / args.curve_points,
-                                     **{"seed": 3407 + k, "story_samples": 0, **overrides})
-            model, tok, steps = result.model, result.tokenizer, result.metrics["train_steps"]
-            points = pretrain_curve(out)
-            samples = (out / "samples.md").read_text(encoding="utf-8")
-        score = tp.evaluate(model, tok, scored)
-        rows.append({"budget_s": budget, "path": name, "seed": k, "overrides": overrides, "steps": steps,
-                     "bits_per_byte": score["bits_per_byte"], "loss": score["loss"],
-                     "valid_bits_per_byte": tp.evaluate(model, tok, valid)["bits_per_byte"] if valid else None,
-                     "seconds_to_seed_epoch": seconds_to(points, SEED_ONE_EPOCH_BPB), "load_1m": load,
-                     "curve": points, "samples": samples})
+        rows.append(in_fresh_process(one_run, budget, k, name, overrides, train_dir, scored, valid, args.curve_points,
+                                     args.compile_cache))
         print_table(rows[-1:], COLUMNS)
         write_json(args.json, {"machine": machine(), **about, "rows": rows})
         if args.json:

@@ -64,3 +64,15 @@ def test_a_cold_compile_starts_from_an_empty_inductor_cache(monkeypatch, tmp_pat
     assert not inside.exists() and Path(cache_dir()) == own
     with budget.inductor_cache("warm"):
         assert Path(cache_dir()) == own
+
+
+def test_a_timed_run_starts_in_a_fresh_process(monkeypatch):
+    """budget.py runs each path in a new interpreter (spawned, not forked), so no run inherits another's state."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import os
+
+    import _common
+    import torch  # noqa: F401  (loaded here, so a forked child would have it too)
+
+    assert _common.in_fresh_process(os.getpid) != os.getpid()
+    assert _common.in_fresh_process(eval, "'torch' in __import__('sys').modules") is False
