@@ -33,6 +33,28 @@ def test_torchrun_cli_writes_one_complete_run_folder(tmp_path, with_output_dir):
 
 
 @pytest.mark.slow
+def test_under_torchrun_pretrain_returns_on_every_rank_once_the_run_folder_is_complete(tmp_path):
+    """Rank 0 alone writes the samples, run.json and card after training; no rank returns before it has (and no rank
+    exits while another still works)."""
+    script = tmp_path / "every_rank.py"
+    script.write_text(
+        "import os\n"
+        "import tinypretrain as tp\n"
+        "result = tp.pretrain(output_dir='run', max_steps=2, max_length=32, vocab_size=300, builtin_stories=200,\n"
+        "    max_eval_samples=8, eval_size=8, num_samples=8, per_device_train_batch_size=2,\n"
+        "    model_overrides={'hidden_size': 32, 'num_hidden_layers': 1, 'num_attention_heads': 2,\n"
+        "                     'num_key_value_heads': 1})\n"
+        "names = ('samples.md', 'run.json', 'README.md')\n"
+        "print(f\"rank {os.environ['RANK']} returned to a complete folder: \"\n"
+        "      f\"{all((result.output_dir / name).exists() for name in names)}\")\n"
+    )
+    proc = subprocess.run([*TORCHRUN, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for rank in (0, 1):
+        assert f"rank {rank} returned to a complete folder: True" in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.slow
 def test_every_trainer_option_from_the_cli_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

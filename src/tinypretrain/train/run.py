@@ -131,6 +131,8 @@ def run(cfg: PretrainConfig, out: Path, state: PartialState, callbacks: list[Tra
         )
         # Records: the final evaluation, model, samples, run.json and card.
         result = _record(cfg, out, state, trainer, train_output, tokenizer, texts, train_rows)
+    # Rank 0 alone writes the records: every rank returns (and may exit) once the run folder is complete.
+    state.wait_for_everyone()
     stop_on_signal.raise_if_received_late(trainer.state.global_step, out)
     return result
 
