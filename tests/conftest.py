@@ -10,6 +10,17 @@ import tinypretrain as tp
 SHARED_TINYSTORIES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinystories"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpu_without_amx():
+    """In-process tests (and the fixtures they share) see a CPU without AMX, whatever this machine has, so device
+    defaults (fp32, eager on CPU) do not depend on where the suite runs; the AMX device rule's test sets AMX."""
+    import tinypretrain.utils.cpu as cpu
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cpu, "cpu_features", lambda: {"model": "test CPU", "kind": "avx2", "flags": ["avx2"]})
+        yield
+
+
 @pytest.fixture(scope="session")
 def stories() -> list[str]:
     return tp.generate_stories(3000, seed=1)

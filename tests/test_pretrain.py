@@ -221,6 +221,37 @@ def test_device_rules(monkeypatch):
     assert configs["default"].loss_chunk_size is None  # the chunked loss is opt-in
 
 
+def test_device_rules_on_a_cpu_with_amx(monkeypatch):
+    """AMX: bf16 on, compiled from a 300-s budget on; a value you give wins; sft keeps fp32 and eager (it was measured
+    so); run.json's sources say "device" and "sft"."""
+    import tinypretrain.utils.cpu as cpu
+    from tinypretrain.config.argv import sft_config
+    from tinypretrain.config.settings import device_training_args, resolve_settings
+
+    monkeypatch.setattr(cpu, "cpu_features", lambda: {"model": "Xeon", "kind": "amx_bf16", "flags": ["amx_bf16"]})
+
+    def chosen(**fields):
+        args = device_training_args(PretrainConfig(**fields))
+        return args["bf16"], args["torch_compile"]
+
+    assert chosen() == (True, False)  # no budget: bf16 only
+    assert chosen(max_time="60s") == (True, False) and chosen(max_time="299") == (True, False)
+    assert chosen(max_time="5m") == (True, True) and chosen(max_time="1h") == (True, True)
+    assert chosen(max_time="5m", bf16=False) == (False, False)  # compiling pays in bf16 only
+    assert chosen(max_time="5m", torch_compile=False) == (True, False) and chosen(bf16=False) == (False, False)
+    resolved = resolve_settings(PretrainConfig(max_time="5m"))
+    assert (resolved.bf16, resolved.torch_compile) == (True, True)
+    assert resolved.sources["bf16"] == resolved.sources["torch_compile"] == "device"
+    sft = resolve_settings(sft_config(["base", "--max_time", "5m"]))
+    assert (sft.bf16, sft.torch_compile, sft.sources["bf16"]) == (False, False, "sft")
+    assert resolve_settings(sft_config(["base", "--bf16", "true"])).bf16 is True
+    five_minutes = PretrainConfig(max_time="5m")  # built before CUDA is faked: TrainingArguments would pick a GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    on_cuda = device_training_args(five_minutes)
+    assert (on_cuda["bf16"], on_cuda["fp16"], on_cuda["torch_compile"]) == (False, True, True)  # the CPU's kind: moot
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("packing", ["pack", "truncate"])
 def test_sync_free_token_count_equals_trainers(tmp_path, packing):

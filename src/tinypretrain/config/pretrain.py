@@ -29,7 +29,8 @@ class PretrainConfig(TrainingArguments):
 
     Each field is resolved once, in this order: a value you give (a keyword, a CLI flag, a YAML/JSON key) > the
     ``recipe`` > the time budget (``max_time``) > the device (fields left at ``None``: bf16, ``torch.compile`` and a
-    32k-token step on CUDA; fp32, eager and 8 blocks per step on CPU) > the library default. A value you give wins
+    32k-token step on CUDA; 8 blocks per step on CPU, in bf16 on CPUs with AMX, compiled there for budgets of 300 s or
+    more, else fp32 and eager) > the library default. A value you give wins
     even when it equals the default. ``sources`` says where each value came from; ``resolve_settings`` adds the
     device's. ``dataclasses.replace`` copies every field, so each counts as given: use ``updated`` to keep sources.
     """
@@ -176,8 +177,13 @@ class PretrainConfig(TrainingArguments):
     report_to: None | str | list[str] = documented(
         "Loggers: 'none', 'tensorboard', 'wandb', ... (see TrainingArguments).", default="none"
     )
-    bf16: bool | None = documented("bf16 mixed precision; None = on where CUDA supports it.", default=None)
-    torch_compile: bool | None = documented("torch.compile the model; None = on with CUDA, off on CPU.", default=None)
+    bf16: bool | None = documented(
+        "bf16 mixed precision; None = on where CUDA supports it and on CPUs with AMX (amx_bf16).", default=None
+    )
+    torch_compile: bool | None = documented(
+        "torch.compile the model; None = on with CUDA, and on CPUs with AMX in bf16 for a max_time of 300 s or more; "
+        "off otherwise.", default=None
+    )
     logging_nan_inf_filter: bool = documented(
         "Drop NaN/inf losses from logs. Off, so that pretrain() sees a divergence and stops.", default=False
     )

@@ -9,13 +9,19 @@ from typing import Any
 
 import torch
 
+from ..utils.cpu import has_amx
 from ..utils.tables import text_table
+from .budget import budget_seconds
 from .pretrain import PretrainConfig
 
 # The default step on CUDA: the 64x512 shape of the H200 measurements in benchmarks/RESULTS.md (smaller steps leave
 # the GPU waiting on Python); on CPU, 8 blocks per step reached the seed's loss fastest.
 CUDA_TOKENS_PER_STEP = 32_768
 CPU_BLOCKS_PER_STEP = 8
+# A CPU with AMX multiplies bf16 matrices ~7x faster than fp32: bf16 autocast trains more in a 60-s and a 300-s budget,
+# and from 300 s on, compiling (a cold compile of ~20 s, paid inside the budget) more still; on CPUs without AMX
+# neither pays (benchmarks/RESULTS.md sections 13, 24, 26 and 29).
+AMX_COMPILE_FROM_S = 300.0
 # Where a run writes, not what it trains: a reproduction picks its own. With how a run is watched, not what it trains,
 # they are left out of the settings fingerprint.
 NOT_REPRODUCED = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_dir", "recipe")
@@ -26,7 +32,9 @@ def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
     """The TrainingArguments a run takes from its device: what each ``None`` field becomes, and how tokens are
     counted and batches copied."""
     cuda = torch.cuda.is_available()
-    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    amx = not cuda and has_amx()
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (torch.cuda.is_bf16_supported() if cuda else amx)
+    compile_on_amx = amx and bf16 and (budget_seconds(cfg.max_time) or 0) >= AMX_COMPILE_FROM_S
     batch = cfg.per_device_train_batch_size
     if batch is None:
         batch = max(CPU_BLOCKS_PER_STEP, CUDA_TOKENS_PER_STEP // cfg.max_length) if cuda else CPU_BLOCKS_PER_STEP
@@ -35,7 +43,7 @@ def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
         "per_device_train_batch_size": batch,
         "bf16": bf16,
         "fp16": bool(cfg.fp16 or (cuda and not bf16 and cfg.bf16 is None)),
-        "torch_compile": cfg.torch_compile if cfg.torch_compile is not None else cuda,
+        "torch_compile": cfg.torch_compile if cfg.torch_compile is not None else cuda or compile_on_amx,
         "accelerator_config": accelerator_config,
         "include_num_input_tokens_seen": "no" if cfg.avoid_host_syncs else "non_padding",
     }
@@ -43,8 +51,10 @@ def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
 
 def resolve_settings(cfg: PretrainConfig) -> PretrainConfig:
     """``cfg`` with the device's value for every field it leaves to the device; ``sources`` names ``"device"`` for
-    those. Given fields keep their values and sources."""
-    chosen = {name: value for name, value in device_training_args(cfg).items() if name not in cfg.given}
+    those. Given fields, and fields a layer (a recipe, the budget, sft) set to a value, keep their values and
+    sources."""
+    left = {name for name, source in cfg.sources.items() if source == "default" or getattr(cfg, name) is None}
+    chosen = {name: value for name, value in device_training_args(cfg).items() if name in left - cfg.given}
     resolved = cfg.updated(**chosen)
     resolved.sources = {**cfg.sources, **dict.fromkeys(chosen, "device")}
     return resolved

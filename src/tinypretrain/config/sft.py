@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
+
+from ..utils.cpu import has_amx
 from .fields import documented
 from .pretrain import PretrainConfig
 
@@ -64,7 +67,9 @@ class SFTConfig(PretrainConfig):
     weight_decay: float = documented("AdamW weight decay.", default=0.0)
 
     def _layers(self) -> list[tuple[str, dict[str, Any]]]:
-        return [("base", {"tokenizer": self.base})]
+        # Fine-tuning was measured in fp32 and eager on CPU; the AMX rule's evidence is pretraining's.
+        amx = {"bf16": False, "torch_compile": False} if not torch.cuda.is_available() and has_amx() else {}
+        return [("base", {"tokenizer": self.base}), ("sft", amx)]
 
     def _problems(self) -> list[str]:
         problems = super()._problems()

@@ -28,3 +28,8 @@ def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
             flags = set(value.split())
     present = [kind for kind in CPU_KINDS if kind in flags]
     return {"model": model, "kind": present[0] if present else "other", "flags": present}
+
+
+def has_amx() -> bool:
+    """Whether this CPU has AMX for bf16 (``amx_bf16``), on which bf16 autocast pays (``device_training_args``)."""
+    return cpu_features()["kind"] == "amx_bf16"
