@@ -12,12 +12,10 @@ SHARED_TINYSTORIES = Path(__file__).resolve().parents[1].parent / "shared" / "da
 
 @pytest.fixture(scope="session", autouse=True)
 def cpu_without_amx():
-    """In-process tests (and the fixtures they share) see a CPU without AMX, whatever this machine has, so device
-    defaults (fp32, eager on CPU) do not depend on where the suite runs; the AMX device rule's test sets AMX."""
-    import tinypretrain.utils.cpu as cpu
-
+    """Tests, their shared fixtures and the CLI processes they start see a CPU without AMX, whatever this machine has,
+    so device defaults (fp32, eager on CPU) do not depend on where the suite runs; the AMX rule's test sets AMX."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cpu, "cpu_features", lambda: {"model": "test CPU", "kind": "avx2", "flags": ["avx2"]})
+        patch.setenv("TINYPRETRAIN_CPU_KIND", "avx2")
         yield
 
 

@@ -23,3 +23,15 @@ def test_the_kind_is_the_most_capable_extension_present(tmp_path, flags, kind):
 
 def test_without_cpuinfo_the_kind_is_unknown(tmp_path):
     assert cpu_features.__wrapped__(str(tmp_path / "missing"))["kind"] == "unknown"
+
+
+def test_the_kind_for_device_rules_can_be_set_by_environment(monkeypatch):
+    """TINYPRETRAIN_CPU_KIND replaces the detected kind for the device rules only; run.json's record stays real."""
+    from tinypretrain.utils.cpu import has_amx
+
+    monkeypatch.setenv("TINYPRETRAIN_CPU_KIND", "amx_bf16")
+    assert has_amx()
+    monkeypatch.setenv("TINYPRETRAIN_CPU_KIND", "avx2")
+    assert not has_amx()
+    monkeypatch.delenv("TINYPRETRAIN_CPU_KIND")
+    assert has_amx() == (cpu_features()["kind"] == "amx_bf16")  # detected, as run.json's "cpu" records it

@@ -224,11 +224,10 @@ def test_device_rules(monkeypatch):
 def test_device_rules_on_a_cpu_with_amx(monkeypatch):
     """AMX: bf16 on, compiled from a 300-s budget on; a value you give wins; sft keeps fp32 and eager (it was measured
     so); run.json's sources say "device" and "sft"."""
-    import tinypretrain.utils.cpu as cpu
     from tinypretrain.config.argv import sft_config
     from tinypretrain.config.settings import device_training_args, resolve_settings
 
-    monkeypatch.setattr(cpu, "cpu_features", lambda: {"model": "Xeon", "kind": "amx_bf16", "flags": ["amx_bf16"]})
+    monkeypatch.setenv("TINYPRETRAIN_CPU_KIND", "amx_bf16")
 
     def chosen(**fields):
         args = device_training_args(PretrainConfig(**fields))
