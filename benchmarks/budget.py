@@ -2,8 +2,8 @@
 own train.py recipe (`llama2c_reference`: its model, init, tokenizer kind, data order and optimiser) and
 pretrain(max_time=B) variants, each with --seeds seeds, one after the other and each in a fresh process (run it on an
 idle machine), with the curve of bits/byte against training seconds and the seconds each path needs to reach the seed
-recipe's one-epoch quality (1.383 bits/byte). The summary gives each path's mean ± 95% CI, its ratio to llama2.c's and Welch's p, and
-the same against the first --variant (the one the others are measured against).
+recipe's one-epoch quality (1.383 bits/byte). The summary gives each path's mean ± 95% CI, its ratio to llama2.c's
+and Welch's p, and the same against the first --variant (the one the others are measured against).
 
     python benchmarks/budget.py --budgets 60 300 --seeds 3 --score_on valid --json benchmarks/results/budget.json
 

@@ -28,11 +28,16 @@ NOT_REPRODUCED = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint"
 NOT_TRAINING = (*NOT_REPRODUCED, "verbose", "report_to", "run_name", "peak_flops", "num_samples")
 
 
+def on_amx_cpu() -> bool:
+    """Whether runs here train on a CPU with AMX (no CUDA): where the AMX rules below apply."""
+    return not torch.cuda.is_available() and has_amx()
+
+
 def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
     """The TrainingArguments a run takes from its device: what each ``None`` field becomes, and how tokens are
     counted and batches copied."""
     cuda = torch.cuda.is_available()
-    amx = not cuda and has_amx()
+    amx = on_amx_cpu()
     bf16 = cfg.bf16 if cfg.bf16 is not None else (torch.cuda.is_bf16_supported() if cuda else amx)
     compile_on_amx = amx and bf16 and (budget_seconds(cfg.max_time) or 0) >= AMX_COMPILE_FROM_S
     batch = cfg.per_device_train_batch_size

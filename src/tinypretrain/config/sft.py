@@ -9,11 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
-
-from ..utils.cpu import has_amx
 from .fields import documented
 from .pretrain import PretrainConfig
+from .settings import on_amx_cpu
 
 
 @dataclass
@@ -68,7 +66,7 @@ class SFTConfig(PretrainConfig):
 
     def _layers(self) -> list[tuple[str, dict[str, Any]]]:
         # Fine-tuning was measured in fp32 and eager on CPU; the AMX rule's evidence is pretraining's.
-        amx = {"bf16": False, "torch_compile": False} if not torch.cuda.is_available() and has_amx() else {}
+        amx = {"bf16": False, "torch_compile": False} if on_amx_cpu() else {}
         return [("base", {"tokenizer": self.base}), ("sft", amx)]
 
     def _problems(self) -> list[str]:
