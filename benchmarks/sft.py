@@ -28,7 +28,7 @@ from tinypretrain.config.sft import SFTConfig
 from tinypretrain.utils.stats import format_mean_ci, format_p, mean_ci, welch_p
 
 COLUMNS = ["variant", "seed", "steps", "score_before", "score_after", "gain", "words", "sentence", "dialogue",
-           "eval_bits_per_byte", "load_1m"]
+           "ended_before", "ended_after", "eval_bits_per_byte", "load_1m"]
 
 
 def run_once(base: Path, data: Path, budget: float, seed: int, overrides: dict, out: Path) -> dict:
@@ -40,6 +40,7 @@ def run_once(base: Path, data: Path, budget: float, seed: int, overrides: dict, 
     return {"seed": seed, "steps": record["metrics"]["train_steps"], "score_before": sft["score_before"],
             "score_after": sft["score_after"], "gain": sft["score_after"] - sft["score_before"],
             **{part: after.get(part) for part in ("words", "sentence", "dialogue")},
+            "ended_before": sft["ended"]["before"], "ended_after": sft["ended"]["after"],
             "eval_bits_per_byte": record["metrics"]["eval_bits_per_byte"], "load_1m": os.getloadavg()[0]}
 
 

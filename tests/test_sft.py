@@ -5,7 +5,8 @@ import json
 import random
 
 import pytest
-from hypothesis import given
+import torch
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinypretrain as tp
@@ -74,8 +75,23 @@ def test_the_score_says_how_many_prompts_ask_for_each_part(tokenizer):
     assert scored["prompts"] == 3
     record = {"base": "b", "score_before": 0.1, "score_after": 0.2, "heldout_prompts": 3, "truncated_examples": 0,
               "parts": {"before": scored["parts"], "after": scored["parts"]}}
-    assert "| part | prompts asking | before | after |" in _instruction_section({**record, "asked": scored["asked"]}, 0)
-    assert "| part | before | after |" in _instruction_section(record, 0)  # a run folder from before the counts
+    assert "| part | prompts asking | before | after |" in _instruction_section({**record, "asked": scored["asked"]}, 0,
+                                                                              4)
+    assert "| part | before | after |" in _instruction_section(record, 0, 4)  # a run folder from before the counts
+    assert "ended" not in _instruction_section(record, 0, 4)  # a run folder from before it was recorded
+    assert "| stories that ended (EOS) | 1 | 0.5 |" in _instruction_section(
+        {**record, "ended": {"before": 1.0, "after": 0.5}}, 0, 4)
+
+
+@pytest.mark.parametrize("eos_logit, ended", [(1e4, 1.0), (-1e4, 0.0)])
+def test_the_score_counts_the_stories_that_end(tokenizer, eos_logit, ended):
+    model = tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                num_key_value_heads=1, vocab_size=len(tokenizer)), seed=0)
+    eos = torch.tensor([tokenizer.eos_token_id])
+    model.lm_head.register_forward_hook(lambda module, inputs, logits: logits.index_fill(-1, eos, eos_logit))
+    scored = instruction_score(model, tokenizer, [Request(("dog", "ball", "sun")).prompt()] * 3, seed=0,
+                               max_new_tokens=4)
+    assert scored["ended"] == ended
 
 
 @given(st.integers(0, 10_000), st.integers(1, 6))
@@ -89,6 +105,25 @@ def test_an_opening_is_whole_sentences_and_fulfils_its_request(seed, sentences):
     assert built["completion"] == [" " + kept] and built["cut"] == [bool(rest.strip())]
     met = parts_met(request_of(built["prompt"][0]), kept)
     assert all(hit == asked for hit, asked in met.values())  # everything requested is in what is trained on
+
+
+STORIES = [" ".join(tp.generate_stories(3, seed=i)) for i in range(30)]  # each longer than 2 sentences
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 10_000), st.floats(0, 1), st.floats(0, 1))
+def test_a_whole_story_fraction_keeps_a_seeded_share_of_stories_whole(seed, low, high):
+    low, high = sorted((low, high))
+
+    def whole(fraction: float) -> list[bool]:
+        built = instruct_examples(STORIES, seed, sentences=2, whole_fraction=fraction)
+        for story, completion, cut in zip(STORIES, built["completion"], built["cut"]):
+            assert completion == " " + (opening(story, 2) if cut else story)  # whole stories keep their EOS
+        return [not cut for cut in built["cut"]]
+
+    assert all(h or not w for w, h in zip(whole(low), whole(high)))  # a larger fraction only adds whole stories
+    assert not any(whole(0.0)) and all(whole(1.0))
+    assert 3 <= sum(whole(0.5)) <= 27  # a seeded share, not all or none (binomial(30, 0.5) tails: ~1e-5)
 
 
 def test_openings_train_and_score_alike(tmp_path):
@@ -141,6 +176,13 @@ def test_every_part_and_first_sentence_change_training_prompts_only(tmp_path):
     assert all(completion.startswith(sentence) for sentence, completion in requested if sentence)
     held = [(request_of(p).sentence, t[len(p):].strip()) for p, t in zip(mixed.prompts, mixed.eval)]
     assert any(sentence and not text.startswith(sentence) for sentence, text in held)  # held-out: any sentence
+    mixed_whole = load_texts(sft_config([*flags, "--whole_story_fraction", "0.5"]))
+    assert mixed_whole.prompts == mixed.prompts and mixed_whole.eval == mixed.eval  # held-out prompts: openings
+    assert 0 < mixed_whole.train["cut"].count(False) < len(mixed_whole.train["cut"])
+    with pytest.raises(ValueError, match="set completion_sentences too"):
+        sft_config(["base", "--whole_story_fraction", "0.5"])
+    with pytest.raises(ValueError, match=r"whole_story_fraction must be in \[0, 1\]"):
+        sft_config([*flags, "--whole_story_fraction", "1.5"])
 
 
 def test_tinystories_instruct_texts_split_at_story():

@@ -67,7 +67,8 @@ def _train(argv: list[str], parser: HfArgumentParser) -> None:
     if isinstance(cfg, SFTConfig):
         sft = json.loads((result.output_dir / "run.json").read_text(encoding="utf-8"))["sft"]
         print(f"instruction score on {sft['heldout_prompts']} held-out prompts: {_score(sft['score_before'])} before "
-              f"-> {_score(sft['score_after'])} after")
+              f"-> {_score(sft['score_after'])} after; stories that ended: {_score(sft['ended']['before'])} before "
+              f"-> {_score(sft['ended']['after'])} after")
     print(f"\n{(result.output_dir / 'samples.md').read_text(encoding='utf-8')}")
 
 

@@ -37,6 +37,11 @@ class SFTConfig(PretrainConfig):
         "Plain stories train as their opening of this many sentences, with requests drawn from it (the story goes on: "
         "no EOS after it); None = whole stories.", default=None
     )
+    whole_story_fraction: float = documented(
+        "With completion_sentences, this seeded fraction of the plain stories trains whole, with its EOS, instead of "
+        "as an opening, so the tuned model still learns where stories end; held-out prompts stay openings.",
+        default=0.0,
+    )
     every_part: bool = documented(
         "Training prompts built from plain stories ask for every part their text allows (3 words, a sentence, "
         "Dialogue where it has speech) instead of a seeded mix; held-out prompts keep the mix.", default=False
@@ -82,6 +87,11 @@ class SFTConfig(PretrainConfig):
         if self.completion_sentences is not None and self.completion_sentences < 1:
             problems.append(f"completion_sentences must be >= 1 (or unset for whole stories), got "
                             f"{self.completion_sentences}")
+        if not 0 <= self.whole_story_fraction <= 1:
+            problems.append(f"whole_story_fraction must be in [0, 1], got {self.whole_story_fraction}")
+        elif self.whole_story_fraction and self.completion_sentences is None:
+            problems.append("whole_story_fraction mixes whole stories into openings: set completion_sentences too "
+                            "(without it every story trains whole)")
         if not self.request_loss_weight > 0:
             problems.append(f"request_loss_weight must be > 0 (1 = no extra weight), got {self.request_loss_weight}")
         if self.heldout_prompts < 1:

@@ -113,19 +113,22 @@ def opening(story: str, sentences: int) -> str:
 
 
 def instruct_examples(texts: list[str], seed: int, sentences: int | None = None, every_part: bool = False,
-                      first_sentence: bool = False) -> dict[str, list]:
+                      first_sentence: bool = False, whole_fraction: float = 0.0) -> dict[str, list]:
     """``prompt``, ``completion`` and ``cut`` columns from ``texts``: TinyStories-Instruct texts are split at
     ``Story:``; plain stories get a seeded request built from themselves (with ``every_part``, asking for every part
     the story allows; with ``first_sentence``, a requested sentence is the one the story opens with), or with
     ``sentences``, from their opening of that many sentences, which is then the completion (``cut``: the story goes
-    on, so no EOS is trained after it)."""
+    on, so no EOS is trained after it). With ``sentences``, a seeded ``whole_fraction`` of the plain stories stays
+    whole (with its EOS), so a model tuned on the rest still sees where stories end."""
     rng = random.Random(seed)
+    stays_whole = random.Random(f"whole-{seed}")  # its own stream: the requests do not depend on the fraction
     columns: dict[str, list] = {"prompt": [], "completion": [], "cut": []}
     for text in texts:
         pair, cut = split_instruct_text(text), False
         if pair is None:
             story = text.strip()
-            kept = opening(story, sentences) if sentences else story
+            whole = not sentences or (whole_fraction > 0 and stays_whole.random() < whole_fraction)
+            kept = story if whole else opening(story, sentences)
             pair, cut = (request_for(kept, rng, every_part, first_sentence).prompt(), " " + kept), kept != story
         columns["prompt"].append(pair[0])
         columns["completion"].append(pair[1])

@@ -92,13 +92,13 @@ def load_instructions(cfg: SFTConfig) -> RunTexts:
     """SFT examples: (prompt, completion) rows to train on, and ``heldout_prompts`` examples from texts not trained on,
     whose prompts are scored and whose full texts are the eval texts. A dataset's eval split, else texts held out of
     its train split, else stories generated with another seed. Held-out prompts built from stories always ask for a
-    seeded mix of parts and any sentence (``every_part`` and ``first_sentence`` change training prompts only), so
-    scores stay comparable."""
+    seeded mix of parts and any sentence, from openings where ``completion_sentences`` says (``every_part``,
+    ``first_sentence`` and ``whole_story_fraction`` change training examples only), so scores stay comparable."""
     if cfg.dataset is None:
         stories = story_dataset(cfg.builtin_stories, seed=cfg.seed)["text"]
         held = _unseen_stories(set(stories), cfg.heldout_prompts, cfg.seed + 1)
         train = Dataset.from_dict(instruct_examples(stories, cfg.seed, cfg.completion_sentences, cfg.every_part,
-                                                    cfg.first_sentence))
+                                                    cfg.first_sentence, cfg.whole_story_fraction))
         held_out = instruct_examples(held, cfg.seed + 1, cfg.completion_sentences)
         source = f"{len(held)} generated stories (seed {cfg.seed + 1}) that are not in train"
     else:
@@ -142,7 +142,8 @@ def _instruction_rows(ds: Dataset, cfg: SFTConfig, training: bool) -> Dataset:
     check_text_column(ds, cfg.text_column)
     texts = [t for t in ds[cfg.text_column] if has_text(t)]
     return Dataset.from_dict(instruct_examples(texts, cfg.seed, cfg.completion_sentences,
-                                               training and cfg.every_part, training and cfg.first_sentence))
+                                               training and cfg.every_part, training and cfg.first_sentence,
+                                               cfg.whole_story_fraction if training else 0.0))
 
 
 def _holds_prompts(ds: Dataset, cfg: SFTConfig) -> bool:

@@ -37,7 +37,9 @@ def instruction_score(model: Any, tokenizer: Any, prompts: Sequence[str], *, see
                       ) -> dict[str, Any]:
     """Sample one story per prompt (seeded, the library's sampling defaults) and score it: ``score`` (the mean of the
     parts asked for), each part's fraction, ``asked`` (how many prompts ask for each part: a part that few prompts ask
-    for weighs as much as any other, so read it beside its count) and ``prompts`` (how many)."""
+    for weighs as much as any other, so read it beside its count), ``ended`` (the fraction of stories that ended at
+    EOS within ``max_new_tokens``: a tuning can teach a model to follow requests and forget to stop) and
+    ``prompts`` (how many)."""
     stories = continue_prompts(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, seed=seed)
     totals = {part: [0, 0] for part in PARTS}
     asking = dict.fromkeys(PARTS, 0)
@@ -48,4 +50,6 @@ def instruction_score(model: Any, tokenizer: Any, prompts: Sequence[str], *, see
             asking[part] += 1
     parts = {part: met / asked for part, (met, asked) in totals.items() if asked}
     return {"score": sum(parts.values()) / len(parts) if parts else None, "parts": parts,
-            "asked": {part: n for part, n in asking.items() if n}, "prompts": len(prompts)}
+            "asked": {part: n for part, n in asking.items() if n},
+            "ended": sum(story.ended for story in stories) / len(stories) if stories else None,
+            "prompts": len(prompts)}

@@ -183,7 +183,7 @@ def _sections(name: str, model_id: str, record: dict[str, Any], exports: list[di
     return [
         f"# {name}",
         f"A {params['total'] / 1e6:.2f}M-parameter LLaMA-style language model (GQA, SwiGLU, RoPE, RMSNorm) {origin}.",
-        *([_instruction_section(sft, cfg["seed"])] if sft else []),
+        *([_instruction_section(sft, cfg["seed"], cfg["story_max_new_tokens"])] if sft else []),
         "## Results\n\n"
         + _table([(label, metrics[key]) for key, (_, label) in INDEXED_METRICS.items()], ("metric", "value"))
         + f"\n\nEach of {data['eval_texts']:,} eval texts ({data['eval']}) is scored whole, as its tokens and EOS; "
@@ -279,20 +279,26 @@ def _sections(name: str, model_id: str, record: dict[str, Any], exports: list[di
     ]
 
 
-def _instruction_section(sft: dict[str, Any], seed: int) -> str:
+def _instruction_section(sft: dict[str, Any], seed: int, max_new_tokens: int) -> str:
     asked = sft.get("asked")  # absent from run folders written before the counts were recorded
     rows = [{"part": part, "prompts asking": asked.get(part, 0) if asked else None,
              "before": sft["parts"]["before"].get(part), "after": sft["parts"]["after"].get(part)}
             for part in ("words", "sentence", "dialogue")]
     rows.append({"part": "**score** (mean)", "prompts asking": sft["heldout_prompts"], "before": sft["score_before"],
                  "after": sft["score_after"]})
+    if "ended" in sft:  # absent from run folders written before it was recorded
+        rows.append({"part": "stories that ended (EOS)", "prompts asking": sft["heldout_prompts"],
+                     "before": sft["ended"]["before"], "after": sft["ended"]["after"]})
     columns = ("part", "prompts asking", "before", "after") if asked else ("part", "before", "after")
     return (
         "## Instruction following\n\n"
         f"Of what {sft['heldout_prompts']} held-out prompts (from stories not trained on) ask for, the fraction written, "
         f"by the base `{sft['base']}` and by this model, each sampled with seed {seed}: requested words used, "
         "requested sentences present, Dialogue requests met. The score is the mean of the parts asked for, each "
-        "weighing the same however few prompts ask for it.\n\n"
+        "weighing the same however few prompts ask for it."
+        + (" The last row is not part of the score: the fraction of the stories that ended by themselves (EOS) within "
+           f"{max_new_tokens} tokens." if "ended" in sft else "")
+        + "\n\n"
         + markdown_table(rows, columns).rstrip("\n")
         + (f"\n\n{sft['truncated_examples']:,} training examples were longer than max_length and had their "
            "completion cut." if sft["truncated_examples"] else "")

@@ -190,8 +190,8 @@ def describe_run(cfg: PretrainConfig, model: PreTrainedModel, tokenizer: Any, te
 def sft_record(cfg: SFTConfig, model: PreTrainedModel, tokenizer: Any, prompts: list[str], rows: Dataset
                ) -> dict[str, Any]:
     """run.json's ``sft``: the base, the instruction score of the base and of the tuned model on the same held-out
-    prompts with the same seed, each part's fraction and how many prompts ask for it, and how many training examples
-    had their completion cut."""
+    prompts with the same seed, each part's fraction and how many prompts ask for it, the fraction of their stories
+    that ended at EOS, and how many training examples had their completion cut."""
     base, _ = load_model(cfg.base)
     before, after = (instruction_score(m.to(model.device), tokenizer, prompts, seed=cfg.seed,
                                        max_new_tokens=cfg.story_max_new_tokens) for m in (base, model))
@@ -201,6 +201,7 @@ def sft_record(cfg: SFTConfig, model: PreTrainedModel, tokenizer: Any, prompts: 
         "score_after": after["score"],
         "parts": {"before": before["parts"], "after": after["parts"]},
         "asked": after["asked"],
+        "ended": {"before": before["ended"], "after": after["ended"]},
         "heldout_prompts": len(prompts),
         "truncated_examples": sum(rows["truncated"]),
     }
