@@ -32,6 +32,29 @@ def test_torchrun_cli_writes_one_complete_run_folder(tmp_path, with_output_dir):
     assert proc.stdout.count("Model and tokenizer saved to") == 1  # only rank 0 reports
 
 
+CONSOLE = """
+import atexit, sys
+import torch.distributed as dist
+if sys.argv[1] == "group":
+    dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=0, world_size=1)
+atexit.register(lambda: print("finalized", flush=True))
+sys.argv = ["tinypretrain", "generate", sys.argv[3]]
+from tinypretrain.cli import console
+console()
+"""
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_the_command_keeps_its_exit_code_and_skips_finalization_only_in_a_process_group(tmp_path, group):
+    """In a process group, `tinypretrain` leaves without interpreter finalization (where gloo can abort a finished
+    process), with main()'s exit code and its output flushed; alone it exits as any script does."""
+    proc = subprocess.run([sys.executable, "-c", CONSOLE, "group" if group else "alone", str(tmp_path / "store"),
+                           str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]  # a run folder that does not exist: a usage error
+    assert "tinypretrain: error:" in proc.stderr
+    assert ("finalized" in proc.stdout) is not group
+
+
 @pytest.mark.slow
 def test_under_torchrun_pretrain_returns_on_every_rank_once_the_run_folder_is_complete(tmp_path):
     """Rank 0 alone writes the samples, run.json and card after training; no rank returns before it has (and no rank

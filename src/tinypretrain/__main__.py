@@ -1,7 +1,5 @@
 """``python -m tinypretrain`` (also what ``torchrun``/``accelerate launch -m tinypretrain`` run)."""
 
-import sys
+from .cli import console
 
-from .cli import main
-
-sys.exit(main())
+console()

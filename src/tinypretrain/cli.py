@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from accelerate import PartialState
@@ -289,6 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
     tok_train.add_argument("--output", required=True, help="Directory to save the tokenizer to.")
     tok_train.add_argument("--text_column", default="text")
     return parser
+
+
+def console() -> NoReturn:
+    """The ``tinypretrain`` command (and ``python -m tinypretrain``): exits with ``main()``'s code. A process of a
+    multi-process run leaves without interpreter finalization, once its process group is destroyed: there torch's
+    gloo threads can abort a process whose run is complete (SIGABRT, "terminate called without an active
+    exception"), failing a launch that succeeded. Everything is written and closed by then."""
+    code = main()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
