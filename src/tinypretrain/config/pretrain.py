@@ -119,7 +119,8 @@ class PretrainConfig(TrainingArguments):
     )
     license: str = documented("License of the trained model, for its model card (a hub license id).", default="apache-2.0")
     allow_resume_changes: bool = documented(
-        "Resume even if the model, tokenizer, max_length or batch layout differ from the checkpoint's.", default=False
+        "Resume even if the model, tokenizer, max_length, batch layout or bf16 differ from the checkpoint's.",
+        default=False,
     )
     muon: bool = documented(
         "Muon (torch.optim.Muon) for the hidden 2-D matrices and AdamW for embeddings, head and norms, as in the "
