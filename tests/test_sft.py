@@ -283,17 +283,19 @@ def test_sft_makes_a_run_folder_with_scores_before_and_after(base, tmp_path, cap
     assert main(["sft", str(base), *TINY_SFT, "--max_steps", "12", "--output_dir", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "instruction score on 6 held-out prompts:" in printed and "before ->" in printed
+    assert "stories that ended:" in printed
     record = json.loads((out / "run.json").read_text())
     sft = record["sft"]
     assert sft["base"] == str(base) and sft["heldout_prompts"] == 6
     assert 0 <= sft["score_before"] <= 1 and 0 <= sft["score_after"] <= 1
     assert set(sft["parts"]["after"]) <= {"words", "sentence", "dialogue"}
     assert sft["asked"].keys() == sft["parts"]["after"].keys() and all(1 <= n <= 6 for n in sft["asked"].values())
+    assert all(sft["ended"][when] in {n / 6 for n in range(7)} for when in ("before", "after"))
     assert record["run"]["command"].startswith("tinypretrain sft ") and f"--base {base}" in record["run"]["command"]
     assert all("Story:" in s["prompt"] for s in record["run"]["samples"])  # samples answer held-out instructions
     card = (out / "README.md").read_text()
     assert "## Instruction following" in card and "| part | prompts asking | before | after |" in card
-    assert "| **score** (mean) | 6 |" in card
+    assert "| **score** (mean) | 6 |" in card and "| stories that ended (EOS) | 6 |" in card
     from transformers import AutoModelForCausalLM, AutoTokenizer  # a plain HF model, no tinypretrain needed
 
     assert AutoModelForCausalLM.from_pretrained(out) and AutoTokenizer.from_pretrained(out)

@@ -67,9 +67,11 @@ def _train(argv: list[str], parser: HfArgumentParser) -> None:
     )
     if isinstance(cfg, SFTConfig):
         sft = json.loads((result.output_dir / "run.json").read_text(encoding="utf-8"))["sft"]
+        ended = sft.get("ended")  # absent from run folders written before it was recorded
         print(f"instruction score on {sft['heldout_prompts']} held-out prompts: {_score(sft['score_before'])} before "
-              f"-> {_score(sft['score_after'])} after; stories that ended: {_score(sft['ended']['before'])} before "
-              f"-> {_score(sft['ended']['after'])} after")
+              f"-> {_score(sft['score_after'])} after"
+              + (f"; stories that ended: {_score(ended['before'])} before -> {_score(ended['after'])} after"
+                 if ended else ""))
     print(f"\n{(result.output_dir / 'samples.md').read_text(encoding='utf-8')}")
 
 
