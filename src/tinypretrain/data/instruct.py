@@ -127,7 +127,7 @@ def instruct_examples(texts: list[str], seed: int, sentences: int | None = None,
         pair, cut = split_instruct_text(text), False
         if pair is None:
             story = text.strip()
-            whole = not sentences or (whole_fraction > 0 and stays_whole.random() < whole_fraction)
+            whole = not sentences or stays_whole.random() < whole_fraction
             kept = story if whole else opening(story, sentences)
             pair, cut = (request_for(kept, rng, every_part, first_sentence).prompt(), " " + kept), kept != story
         columns["prompt"].append(pair[0])

@@ -286,9 +286,10 @@ def _instruction_section(sft: dict[str, Any], seed: int, max_new_tokens: int) ->
             for part in ("words", "sentence", "dialogue")]
     rows.append({"part": "**score** (mean)", "prompts asking": sft["heldout_prompts"], "before": sft["score_before"],
                  "after": sft["score_after"]})
-    if "ended" in sft:  # absent from run folders written before it was recorded
+    ended = sft.get("ended")  # absent from run folders written before it was recorded
+    if ended:
         rows.append({"part": "stories that ended (EOS)", "prompts asking": sft["heldout_prompts"],
-                     "before": sft["ended"]["before"], "after": sft["ended"]["after"]})
+                     "before": ended["before"], "after": ended["after"]})
     columns = ("part", "prompts asking", "before", "after") if asked else ("part", "before", "after")
     return (
         "## Instruction following\n\n"
@@ -297,7 +298,7 @@ def _instruction_section(sft: dict[str, Any], seed: int, max_new_tokens: int) ->
         "requested sentences present, Dialogue requests met. The score is the mean of the parts asked for, each "
         "weighing the same however few prompts ask for it."
         + (" The last row is not part of the score: the fraction of the stories that ended by themselves (EOS) within "
-           f"{max_new_tokens} tokens." if "ended" in sft else "")
+           f"{max_new_tokens} tokens." if ended else "")
         + "\n\n"
         + markdown_table(rows, columns).rstrip("\n")
         + (f"\n\n{sft['truncated_examples']:,} training examples were longer than max_length and had their "
