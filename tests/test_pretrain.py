@@ -216,6 +216,8 @@ def test_device_rules(monkeypatch):
     assert gpu["accelerator_config"]["non_blocking"]
     assert not _device_defaults(configs["syncs"])["accelerator_config"]["non_blocking"]
     assert _device_defaults(configs["eager"])["torch_compile"] is False
+    # A compiled run drops each epoch's smaller last batch (it would recompile the model); eager runs keep it.
+    assert gpu["dataloader_drop_last"] is True and _device_defaults(configs["eager"])["dataloader_drop_last"] is False
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert _device_defaults(configs["default"])["fp16"] is True
     assert configs["default"].loss_chunk_size is None  # the chunked loss is opt-in
@@ -239,7 +241,11 @@ def test_device_rules_on_a_cpu_with_amx(monkeypatch):
     assert chosen(max_time="5m", bf16=False) == (False, False)  # compiling pays in bf16 only
     assert chosen(max_time="5m", torch_compile=False) == (True, False) and chosen(bf16=False) == (False, False)
     resolved = resolve_settings(PretrainConfig(max_time="5m"))
-    assert (resolved.bf16, resolved.torch_compile) == (True, True)
+    assert (resolved.bf16, resolved.torch_compile, resolved.dataloader_drop_last) == (True, True, True)
+    assert resolved.sources["dataloader_drop_last"] == "device"
+    kept = resolve_settings(PretrainConfig(max_time="5m", dataloader_drop_last=False))  # a value you give wins
+    assert kept.dataloader_drop_last is False and kept.sources["dataloader_drop_last"] == "explicit"
+    assert resolve_settings(PretrainConfig(max_time="60s")).dataloader_drop_last is False  # eager: every batch
     assert resolved.sources["bf16"] == resolved.sources["torch_compile"] == "device"
     sft = resolve_settings(sft_config(["base", "--max_time", "5m"]))
     assert (sft.bf16, sft.torch_compile, sft.sources["bf16"]) == (False, False, "sft")

@@ -43,12 +43,15 @@ def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
     batch = cfg.per_device_train_batch_size
     if batch is None:
         batch = max(CPU_BLOCKS_PER_STEP, CUDA_TOKENS_PER_STEP // cfg.max_length) if cuda else CPU_BLOCKS_PER_STEP
+    compiled = cfg.torch_compile if cfg.torch_compile is not None else cuda or compile_on_amx
     accelerator_config = {**cfg.accelerator_config.to_dict(), "non_blocking": cuda and cfg.avoid_host_syncs}
     return {
         "per_device_train_batch_size": batch,
         "bf16": bf16,
         "fp16": bool(cfg.fp16 or (cuda and not bf16 and cfg.bf16 is None)),
-        "torch_compile": cfg.torch_compile if cfg.torch_compile is not None else cuda or compile_on_amx,
+        "torch_compile": compiled,
+        # An epoch's last, smaller batch would recompile the model (benchmarks/RESULTS.md, "GPU"): compiled runs drop it.
+        "dataloader_drop_last": cfg.dataloader_drop_last if cfg.dataloader_drop_last is not None else compiled,
         "accelerator_config": accelerator_config,
         "include_num_input_tokens_seen": "no" if cfg.avoid_host_syncs else "non_padding",
     }
