@@ -2,7 +2,6 @@
 re-runs the best with seeds, resumes after a kill, and two processes share one study."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -91,12 +90,15 @@ def _cli(folder, trials, seeds="0"):
 @pytest.mark.slow
 def test_a_killed_search_resumes_and_two_processes_share_one_study(tmp_path):
     folder = tmp_path / "s"
-    proc = subprocess.Popen(_cli(folder, 6), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "search.err"  # a file, not a pipe: an undrained pipe fills up and stalls the search
+    with log.open("w") as err:
+        proc = subprocess.Popen(_cli(folder, 6), stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.time() + 240
-    while time.time() < deadline and not _finished(folder):  # kill it once a trial has finished
+    while time.time() < deadline and not _finished(folder) and proc.poll() is None:  # kill it once a trial finished
         time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert _finished(folder), f"no trial finished within 240 s; the search's stderr ends: {log.read_text()[-2000:]}"
     before = len([t for t in _study(folder).trials if t.state.is_finished()])
     assert 1 <= before < 6
     # two processes finish the same study: 6 finished trials in all, no number run twice
