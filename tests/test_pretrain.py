@@ -246,6 +246,8 @@ def test_device_rules_on_a_cpu_with_amx(monkeypatch):
     kept = resolve_settings(PretrainConfig(max_time="5m", dataloader_drop_last=False))  # a value you give wins
     assert kept.dataloader_drop_last is False and kept.sources["dataloader_drop_last"] == "explicit"
     assert resolve_settings(PretrainConfig(max_time="60s")).dataloader_drop_last is False  # eager: every batch
+    unset = resolve_settings(PretrainConfig(max_time="5m", torch_compile=None, dataloader_drop_last=None))  # None: unset
+    assert (unset.torch_compile, unset.dataloader_drop_last, unset.sources["torch_compile"]) == (True, True, "device")
     assert resolved.sources["bf16"] == resolved.sources["torch_compile"] == "device"
     sft = resolve_settings(sft_config(["base", "--max_time", "5m"]))
     assert (sft.bf16, sft.torch_compile, sft.sources["bf16"]) == (False, False, "sft")
@@ -388,6 +390,29 @@ def test_compiled_training_equals_eager(tmp_path):
         assert (counters["frames"]["ok"] > 0) == compiled  # the compiled run really went through dynamo
     assert len(losses[True]) == 4
     assert losses[True] == pytest.approx(losses[False], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_compiled_run_drops_the_last_smaller_batch_instead_of_recompiling(tmp_path):
+    """An epoch's smaller last batch makes torch.compile recompile the model (on an H200 that took a 30-s budget past
+    48 s): compiled runs drop it by default, and keep it, recompiling, when told to; too few rows for one batch fail."""
+    from torch._dynamo.utils import counters
+
+    small = {**TINY, "builtin_stories": 60, "max_length": 32, "per_device_train_batch_size": 5, "num_train_epochs": 2,
+             "eval_strategy": "no", "num_samples": 0, "story_samples": 0, "save_strategy": "no",
+             "model_overrides": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                 "num_key_value_heads": 1}}
+    steps, compiles = {}, {}
+    for drop in (None, False):
+        torch.compiler.reset()  # each run compiles as a fresh process would
+        counters.clear()
+        result = tp.pretrain(output_dir=str(tmp_path / str(drop)), torch_compile=True, dataloader_drop_last=drop,
+                             **small)
+        steps[drop], compiles[drop] = result.metrics["train_steps"], counters["frames"]["ok"]
+    assert steps[False] == steps[None] + 2  # each of the 2 epochs ends in a smaller batch, dropped by default
+    assert compiles[False] > compiles[None]  # ... which, kept, compiled the model again
+    with pytest.raises(ValueError, match="fewer than one batch of 4096.*dataloader_drop_last=false"):
+        tp.pretrain(output_dir=str(tmp_path / "few"), torch_compile=True, **{**small, "per_device_train_batch_size": 4096})
 
 
 def test_model_override_typos_are_caught_with_a_suggestion():

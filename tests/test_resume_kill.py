@@ -113,6 +113,7 @@ def test_resume_at_the_edges_and_refused_changes(tmp_path):
     for change, names in (({"max_length": 16}, "max_length: 32 -> 16"),
                           ({"per_device_train_batch_size": 2}, "per_device_train_batch_size: 4 -> 2"),
                           ({"bf16": True}, "bf16: False -> True"),
+                          ({"dataloader_drop_last": True}, "dataloader_drop_last: False -> True"),
                           ({"model_overrides": {**tiny["model_overrides"], "hidden_size": 64}}, "hidden_size: 32 -> 64")):
         with pytest.raises(ValueError, match=f"other settings \\(.*{re.escape(names)}.*allow_resume_changes=true"):
             tp.pretrain(output_dir=str(cut), max_steps=9, resume_from_checkpoint="true", **{**tiny, **change})

@@ -184,7 +184,7 @@ def training_rows(cfg: PretrainConfig, train: Dataset | IterableDataset, tokeniz
     """Tokenized training rows: packed blocks of ``max_length`` (on the fly for streams), or truncated stories; for
     sft, one example per row with the prompt's labels masked."""
     if isinstance(cfg, SFTConfig):
-        return _instruction_tokens(cfg, train, tokenizer)
+        return _at_least_a_batch(cfg, _instruction_tokens(cfg, train, tokenizer))
     if cfg.streaming:  # tokenized and packed as Trainer pulls batches, resumable where a checkpoint left it
         return BlockStream(train, tokenizer, cfg.max_length, cfg.text_column)
     pack = cfg.packing != "truncate"
@@ -203,7 +203,18 @@ def training_rows(cfg: PretrainConfig, train: Dataset | IterableDataset, tokeniz
         desc="Tokenizing",
     )
     # numpy rows: the dataloader fetches a 64x512 batch 2.7x faster than as Python lists (benchmarks/RESULTS.md).
-    return (pack_dataset(tokenized, cfg.max_length) if pack else tokenized).with_format("numpy")
+    return _at_least_a_batch(cfg, (pack_dataset(tokenized, cfg.max_length) if pack else tokenized).with_format("numpy"))
+
+
+def _at_least_a_batch(cfg: PretrainConfig, rows: Dataset) -> Dataset:
+    """``rows``, unless dropping an epoch's last, smaller batch would leave no step to train."""
+    if cfg.dataloader_drop_last and len(rows) < (batch := cfg.per_device_train_batch_size * cfg.world_size):
+        raise ValueError(
+            f"The training data makes {len(rows)} rows, fewer than one batch of {batch}, and an epoch's last, smaller "
+            "batch is dropped (dataloader_drop_last: on where the model is compiled), so no step would run; give more "
+            "data, a smaller per_device_train_batch_size, or dataloader_drop_last=false."
+        )
+    return rows
 
 
 def _instruction_tokens(cfg: SFTConfig, train: Dataset, tokenizer: Any) -> Dataset:

@@ -152,6 +152,7 @@ def run_layout(cfg: PretrainConfig, model_config: LlamaConfig, tokenizer: Any) -
         "per_device_train_batch_size": cfg.per_device_train_batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
         "world_size": cfg.world_size,
+        "dataloader_drop_last": cfg.dataloader_drop_last,  # the steps per epoch, where a resume skips to
         # The precision too: where its default moved (another CPU kind, or a version whose device rule differs), a
         # resume would otherwise go on in another one, silently.
         "bf16": cfg.bf16,
