@@ -30,7 +30,8 @@ class PretrainConfig(TrainingArguments):
     Each field is resolved once, in this order: a value you give (a keyword, a CLI flag, a YAML/JSON key) > the
     ``recipe`` > the time budget (``max_time``) > the device (fields left at ``None``: bf16, ``torch.compile`` and a
     32k-token step on CUDA; 8 blocks per step on CPU, in bf16 on CPUs with AMX, compiled there for budgets of 300 s or
-    more, else fp32 and eager; compiled runs drop each epoch's smaller last batch) > the library default. A value you give wins even when it equals the default.
+    more, else fp32 and eager; compiled runs drop each epoch's smaller last batch) > the library default. A value you
+    give wins even when it equals the default; a field given as ``None`` is unset.
     ``sources`` says where each value came from; ``resolve_settings`` adds the device's. ``dataclasses.replace``
     copies every field, so each counts as given: use ``updated`` to keep sources.
     """

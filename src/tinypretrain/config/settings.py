@@ -50,7 +50,7 @@ def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
         "bf16": bf16,
         "fp16": bool(cfg.fp16 or (cuda and not bf16 and cfg.bf16 is None)),
         "torch_compile": compiled,
-        # An epoch's last, smaller batch would recompile the model (benchmarks/RESULTS.md, "GPU"): compiled runs drop it.
+        # An epoch's last, smaller batch would recompile the model (benchmarks/RESULTS.md 34-35): compiled runs drop it.
         "dataloader_drop_last": cfg.dataloader_drop_last if cfg.dataloader_drop_last is not None else compiled,
         "accelerator_config": accelerator_config,
         "include_num_input_tokens_seen": "no" if cfg.avoid_host_syncs else "non_padding",
@@ -59,8 +59,8 @@ def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
 
 def resolve_settings(cfg: PretrainConfig) -> PretrainConfig:
     """``cfg`` with the device's value for every field it leaves to the device; ``sources`` names ``"device"`` for
-    those. Given fields, and fields a layer (a recipe, the budget, sft) set to a value, keep their values and
-    sources."""
+    those. Given fields (except a given ``None``, which means unset), and fields a layer (a recipe, the budget, sft)
+    set to a value, keep their values and sources."""
     # A field is the device's to fill when nobody set it: left at its default, or given as None ("unset").
     left = {name for name, source in cfg.sources.items()
             if getattr(cfg, name) is None or (source == "default" and name not in cfg.given)}
