@@ -61,9 +61,9 @@ def resolve_settings(cfg: PretrainConfig) -> PretrainConfig:
     """``cfg`` with the device's value for every field it leaves to the device; ``sources`` names ``"device"`` for
     those. Given fields (except a given ``None``, which means unset), and fields a layer (a recipe, the budget, sft)
     set to a value, keep their values and sources."""
-    # A field is the device's to fill when nobody set it: left at its default, or given as None ("unset").
-    left = {name for name, source in cfg.sources.items()
-            if getattr(cfg, name) is None or (source == "default" and name not in cfg.given)}
+    # A field is the device's to fill when nobody set it: left at its default (given fields are "explicit"), or given
+    # as None ("unset").
+    left = {name for name, source in cfg.sources.items() if source == "default" or getattr(cfg, name) is None}
     chosen = {name: value for name, value in device_training_args(cfg).items() if name in left}
     resolved = cfg.updated(**chosen)
     resolved.sources = {**cfg.sources, **dict.fromkeys(chosen, "device")}
