@@ -64,6 +64,8 @@ def test_explicit_arguments_win_over_preset():
         ({"hidden_size": 250}, "not divisible by num_attention_heads"),
         ({"num_key_value_heads": 5}, "not divisible by num_key_value_heads"),
         ({"hidden_size": 0}, "hidden_size must be a positive integer"),
+        ({"hidden_size": "cpu-2m"}, r"hidden_size must be a positive integer, got 'cpu-2m' \(a preset\? pass preset="),
+        ({"ffn_multiple_of": 0}, "ffn_multiple_of must be a positive integer"),
         ({"num_hidden_layers": -1}, "num_hidden_layers must be a positive integer"),
         ({"vocab_size": 0}, "vocab_size must be a positive integer"),
         ({"intermediate_size": -5}, "intermediate_size must be a positive integer"),

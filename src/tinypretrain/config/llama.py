@@ -57,6 +57,13 @@ def ffn_size(hidden_size: int, multiple_of: int = 128) -> int:
     return -(-8 * hidden_size // (3 * multiple_of)) * multiple_of
 
 
+def _check_positive(sizes: dict[str, Any]) -> None:
+    for name, value in sizes.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            hint = f" (a preset? pass preset={value!r})" if isinstance(value, str) and value in PRESETS else ""
+            raise ValueError(f"{name} must be a positive integer, got {value!r}{hint}.")
+
+
 def _check_shape(hidden: int, layers: int, heads: int, kv_heads: int, vocab: int, ffn: int, positions: int) -> None:
     sizes = {
         "hidden_size": hidden,
@@ -67,9 +74,7 @@ def _check_shape(hidden: int, layers: int, heads: int, kv_heads: int, vocab: int
         "intermediate_size": ffn,
         "max_position_embeddings": positions,
     }
-    for name, value in sizes.items():
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    _check_positive(sizes)
     if hidden % heads:
         divisors = [h for h in range(1, hidden + 1) if hidden % h == 0 and h <= 64]
         raise ValueError(
@@ -133,8 +138,7 @@ def make_llama_config(
     args = {name: value if value is not None else next(layer[name] for layer in layers if name in layer)
             for name, value in given.items()}
     if intermediate_size is None:
-        if not isinstance(ffn_multiple_of, int) or ffn_multiple_of <= 0:
-            raise ValueError(f"ffn_multiple_of must be a positive integer, got {ffn_multiple_of!r}.")
+        _check_positive({"hidden_size": args["hidden_size"], "ffn_multiple_of": ffn_multiple_of})
         intermediate_size = ffn_size(args["hidden_size"], ffn_multiple_of)
     _check_shape(
         args["hidden_size"],
