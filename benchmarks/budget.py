@@ -311,6 +311,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", help="name:field=value,... (PretrainConfig fields)")
     parser.add_argument("--no_reference", action="store_true", help="Leave out llama2.c's recipe.")
     parser.add_argument("--seeds", type=int, default=1, help="Seeds per path (llama2.c: 0, 1, ...; ours: 3407, ...).")
+    parser.add_argument("--first_seed", type=int, default=0,
+                        help="Start at this seed index, to add seeds to an earlier run's (llama2.c: K, ...; ours: 3407+K).")
     parser.add_argument("--seed_recipe", action="store_true", help="Also run the seed recipe (20M model, 32k BPE).")
     parser.add_argument("--selection", type=int, default=500, help="Stories held out of train.txt for scoring.")
     parser.add_argument("--score_on", choices=["selection", "valid"], default="selection")
@@ -335,7 +337,8 @@ def main() -> None:
     paths = [("seed recipe", "seed")] if args.seed_recipe else []
     paths += [] if args.no_reference else [(REFERENCE, "reference")]
     paths += [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
-    for budget, k, (name, overrides) in itertools.product(args.budgets, range(args.seeds), paths):
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    for budget, k, (name, overrides) in itertools.product(args.budgets, seeds, paths):
         rows.append(in_fresh_process(one_run, budget, k, name, overrides, train_dir, scored, valid, args.curve_points,
                                      args.compile_cache))
         print_table(rows[-1:], COLUMNS)
