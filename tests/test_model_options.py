@@ -1,9 +1,11 @@
-"""Model options that stay plain HF models: zero-initialised output projections and QK-norm (as Qwen3)."""
+"""Model options that stay plain HF models: zero-initialised output projections, QK-norm (as Qwen3), ReLU² and
+the attention implementation."""
 
 import json
 
 import pytest
-from transformers import AutoModelForCausalLM
+import torch
+from transformers import AutoModelForCausalLM, TrainerCallback
 
 import tinypretrain as tp
 from tinypretrain.runs.export import export_run
@@ -43,3 +45,21 @@ def test_relu_squared_is_a_model_override_that_loads_without_tinypretrain(tmp_pa
     model = AutoModelForCausalLM.from_pretrained(result.output_dir)
     assert model.config.hidden_act == "relu2"
     assert type(model.model.layers[0].mlp.act_fn).__name__ == "ReLUSquaredActivation"
+
+
+def test_attn_implementation_trains_with_eager_attention_and_saves_a_model_that_loads_either_way(tmp_path):
+    seen = []
+
+    class AttentionSeen(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            seen.append(model.config._attn_implementation)  # transformers' documented switch, read back
+
+    result = tp.pretrain(output_dir=str(tmp_path / "a"), max_steps=2, attn_implementation="eager",
+                         callbacks=[AttentionSeen()], **TINY)
+    assert seen == ["eager", "eager"]
+    assert json.loads((result.output_dir / "run.json").read_text())["sources"]["attn_implementation"] == "explicit"
+    ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
+    loaded = AutoModelForCausalLM.from_pretrained(result.output_dir)  # the saved config names no implementation
+    assert loaded.config._attn_implementation == "sdpa"
+    eager = result.model.float().eval()
+    torch.testing.assert_close(loaded(ids).logits, eager(ids).logits, atol=1e-4, rtol=1e-4)

@@ -93,6 +93,11 @@ class PretrainConfig(TrainingArguments):
     )
     # On by evidence: 0.94 (60 s) and 0.968 (300 s) of the old default's bits/byte, p < 0.03, 3 seeds each
     # (benchmarks/RESULTS.md, section 16).
+    attn_implementation: Literal["eager", "sdpa"] | None = documented(
+        "How attention is computed: 'eager' (matmuls and a softmax) or 'sdpa' (torch's fused kernel); None = "
+        "transformers' default, 'sdpa'. Numerics only: the saved model loads either way.",
+        default=None,
+    )
     zero_init_projections: bool = documented(
         "Start each block's output projections (o_proj, down_proj) at zero, as the modded-nanogpt speedruns do: every "
         "block begins as the identity. The saved model is a plain HF Llama.",

@@ -140,8 +140,9 @@ def starting_model(cfg: PretrainConfig, tokenizer: Any) -> PreTrainedModel:
     """The model a run starts from: for sft the base's weights (checked to fit the tokenizer and ``max_length``),
     else a fresh model of the configured shape and init."""
     if not isinstance(cfg, SFTConfig):
-        return build_model(model_config_for(cfg, tokenizer), init=cfg.init, seed=cfg.seed,
-                           zero_projections=cfg.zero_init_projections)
+        model = build_model(model_config_for(cfg, tokenizer), init=cfg.init, seed=cfg.seed,
+                            zero_projections=cfg.zero_init_projections)
+        return with_attention(model, cfg.attn_implementation)
     model, _ = load_model(cfg.base)
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"The tokenizer has {len(tokenizer)} tokens but {cfg.base} has {model.config.vocab_size} "
@@ -149,4 +150,11 @@ def starting_model(cfg: PretrainConfig, tokenizer: Any) -> PreTrainedModel:
     if cfg.max_length > model.config.max_position_embeddings:
         raise ValueError(f"max_length={cfg.max_length} exceeds {cfg.base}'s context "
                          f"({model.config.max_position_embeddings} tokens); lower max_length.")
-    return model.float()  # fine-tuning keeps fp32 master weights, as pretraining does
+    return with_attention(model.float(), cfg.attn_implementation)  # fp32 master weights, as pretraining has
+
+
+def with_attention(model: PreTrainedModel, implementation: str | None) -> PreTrainedModel:
+    """``model`` computing attention with ``implementation`` ('eager', 'sdpa'; None keeps transformers' choice)."""
+    if implementation is not None:
+        model.set_attn_implementation(implementation)
+    return model
