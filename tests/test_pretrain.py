@@ -392,6 +392,59 @@ def test_compiled_training_equals_eager(tmp_path):
     assert losses[True] == pytest.approx(losses[False], abs=1e-4)
 
 
+def test_compile_after_trains_eagerly_until_the_clock_says_then_compiles_in_place(tmp_path):
+    """``torch_compile_after``: Trainer does not compile; the model is compiled in place once the training clock
+    reaches the given seconds (never, within a run shorter than that), and the losses are eager's."""
+    from torch._dynamo.utils import counters
+
+    from tinypretrain.train.compile_later import CompileLater
+
+    small = {**TINY, "builtin_stories": 300, "max_length": 32, "per_device_train_batch_size": 4, "logging_steps": 1,
+             "num_samples": 0, "model_overrides": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                   "num_key_value_heads": 1}}
+    runs = {"eager": {"torch_compile": False}, "never": {"torch_compile": True, "torch_compile_after": 1e6},
+            "soon": {"torch_compile": True, "torch_compile_after": 1e-3}}
+    losses, frames = {}, {}
+    for name, options in runs.items():
+        torch.compiler.reset()
+        counters.clear()
+        result = tp.pretrain(output_dir=str(tmp_path / name), max_steps=4, **options, **small)
+        history = map(json.loads, (result.output_dir / "metrics.jsonl").read_text().splitlines())
+        losses[name], frames[name] = [h["loss"] for h in history if "loss" in h], counters["frames"]["ok"]
+    assert frames["eager"] == frames["never"] == 0 and frames["soon"] > 0  # compiled once the clock got there
+    assert losses["never"] == losses["eager"] and losses["soon"] == pytest.approx(losses["eager"], abs=1e-4)
+    config = json.loads((tmp_path / "never" / "run.json").read_text())["config"]
+    assert (config["torch_compile"], config["torch_compile_after"]) == (True, 1e6)
+
+    class Clock:  # seconds of training, as the test sets them
+        now = 0.0
+
+        def seconds(self):
+            return self.now
+
+    class Tiny(torch.nn.Module):  # a model of its own: dynamo does not trace torch.nn's modules alone
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.linear(x).relu()
+
+    clock, model = Clock(), Tiny()
+    later = CompileLater(clock, after_s=5.0, backend=None, mode=None)
+    for now in (0.0, 4.9, 5.0, 9.0):
+        clock.now = now
+        later.on_step_begin(None, type("State", (), {"global_step": 0})(), None, model=model)
+        assert later.compiled == (now >= 5.0)
+    counters.clear()
+    model(torch.ones(1, 2))
+    assert counters["frames"]["ok"] == 1  # the module itself now runs compiled
+    with pytest.raises(ValueError, match="torch_compile_after needs torch_compile"):
+        PretrainConfig(torch_compile=False, torch_compile_after=30)
+    with pytest.raises(ValueError, match="torch_compile_after must be >= 0 seconds, got -1"):
+        PretrainConfig(torch_compile_after=-1)
+
+
 @pytest.mark.slow
 def test_a_compiled_run_drops_the_last_smaller_batch_instead_of_recompiling(tmp_path):
     """An epoch's smaller last batch makes torch.compile recompile the model (on an H200 that took a 30-s budget past

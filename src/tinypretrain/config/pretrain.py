@@ -191,6 +191,11 @@ class PretrainConfig(TrainingArguments):
         "torch.compile the model; None = on with CUDA, and on CPUs with AMX in bf16 for a max_time of 300 s or more; "
         "off otherwise.", default=None
     )
+    torch_compile_after: float | None = documented(
+        "With torch_compile, train eagerly for this many seconds of training, then compile the model in place: the "
+        "first steps and losses do not wait for the compiler; None = compile before the first step.",
+        default=None,
+    )
     dataloader_drop_last: bool | None = documented(
         "Drop each epoch's last, smaller batch; None = on where the model is compiled (a smaller batch makes "
         "torch.compile recompile it: 14 s on an H200) and off otherwise.", default=None
@@ -285,8 +290,11 @@ class PretrainConfig(TrainingArguments):
             problems.append(f"license must be a hub license id such as apache-2.0, mit or other, got {self.license!r}")
         if not 0 <= self.decay_fraction <= 1:
             problems.append(f"decay_fraction must be between 0 and 1, got {self.decay_fraction}")
-        if self.torch_compile is False and self.torch_compile_mode is not None:
-            problems.append("torch_compile_mode needs torch_compile (leave torch_compile unset or true)")
+        for name in ("torch_compile_mode", "torch_compile_after"):
+            if self.torch_compile is False and getattr(self, name) is not None:
+                problems.append(f"{name} needs torch_compile (leave torch_compile unset or true)")
+        if self.torch_compile_after is not None and not self.torch_compile_after >= 0:
+            problems.append(f"torch_compile_after must be >= 0 seconds, got {self.torch_compile_after}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0 and self.max_time is None:
             problems.append("set num_train_epochs > 0 or max_steps > 0")
         if self.streaming and (self.max_steps <= 0 or self.packing == "truncate" or self.dataset is None):

@@ -30,6 +30,7 @@ from .budget import (
 )
 from .checkpoint import checkpoint_folder, mark_complete
 from .clock import TrainingClock
+from .compile_later import compile_callbacks
 from .signals import RankAgreement
 
 UNBOUNDED_STEPS = 10**9  # what Trainer is told of a time-budgeted run's steps (the clock stops it); never recorded
@@ -277,6 +278,8 @@ def trainer_args(cfg: PretrainConfig, out: Path) -> PretrainConfig:
     only if set) and fractional eval/save points are fractions of the time, so Trainer's step-based ones are off.
     These mechanics never reach run.json, which records the settings."""
     changes: dict[str, Any] = {"output_dir": str(out)}
+    if cfg.torch_compile and cfg.torch_compile_after:  # compile_later.py compiles it mid-run, not Trainer
+        changes.update(torch_compile=False, torch_compile_backend=None, torch_compile_mode=None, torch_compile_after=None)
     if cfg.streaming:  # the stream resumes at its saved position (data/stream.py); Trainer's skip would re-read it
         changes["ignore_data_skip"] = True
     if cfg.max_time is not None:
@@ -320,7 +323,8 @@ def build_trainer(cfg: PretrainConfig, out: Path, model: PreTrainedModel, tokeni
                 document_eos_token_id=tokenizer.eos_token_id if cfg.packing == "pack_documents" else None,
             ),
             processing_class=tokenizer,
-            callbacks=[*callbacks, *budget_callbacks(cfg, clock, budget_s, allowance, agreement)],
+            callbacks=[*callbacks, *budget_callbacks(cfg, clock, budget_s, allowance, agreement),
+                       *compile_callbacks(cfg, clock)],
             loss_chunk_size=cfg.loss_chunk_size,
             clock=clock,
             budget_s=budget_s,
