@@ -209,6 +209,7 @@ def test_device_rules(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     gpu = _device_defaults(configs["default"])
     assert (gpu["bf16"], gpu["fp16"], gpu["torch_compile"]) == (True, False, True)
+    assert gpu["torch_compile_after"] is None  # compiled before the first step
     assert gpu["per_device_train_batch_size"] == 128  # 32k tokens of 256
     assert _device_defaults(configs["512"])["per_device_train_batch_size"] == 64
     assert _device_defaults(configs["8192"])["per_device_train_batch_size"] == 8
@@ -243,6 +244,12 @@ def test_device_rules_on_a_cpu_with_amx(monkeypatch):
     resolved = resolve_settings(PretrainConfig(max_time="5m"))
     assert (resolved.bf16, resolved.torch_compile, resolved.dataloader_drop_last) == (True, True, True)
     assert resolved.sources["dataloader_drop_last"] == "device"
+    # Its first minute trains eagerly; a value you give wins, 0 (compile before the first step) included.
+    assert (resolved.torch_compile_after, resolved.sources["torch_compile_after"]) == (60.0, "device")
+    given = resolve_settings(PretrainConfig(max_time="5m", torch_compile_after=0))
+    assert (given.torch_compile_after, given.sources["torch_compile_after"]) == (0, "explicit")
+    for uncompiled in (PretrainConfig(max_time="60s"), PretrainConfig(max_time="5m", torch_compile=False)):
+        assert device_training_args(uncompiled)["torch_compile_after"] is None
     kept = resolve_settings(PretrainConfig(max_time="5m", dataloader_drop_last=False))  # a value you give wins
     assert kept.dataloader_drop_last is False and kept.sources["dataloader_drop_last"] == "explicit"
     assert resolve_settings(PretrainConfig(max_time="60s")).dataloader_drop_last is False  # eager: every batch

@@ -30,8 +30,9 @@ class PretrainConfig(TrainingArguments):
     Each field is resolved once, in this order: a value you give (a keyword, a CLI flag, a YAML/JSON key) > the
     ``recipe`` > the time budget (``max_time``) > the device (fields left at ``None``: bf16, ``torch.compile`` and a
     32k-token step on CUDA; 8 blocks per step on CPU, in bf16 on CPUs with AMX, compiled there for budgets of 300 s or
-    more, else fp32 and eager; compiled runs drop each epoch's smaller last batch) > the library default. A value you
-    give wins even when it equals the default; a field given as ``None`` is unset.
+    more, after a first eager minute, else fp32 and eager; compiled runs drop each epoch's
+    smaller last batch) > the library default. A value you give wins even when it equals the default; a field given
+    as ``None`` is unset.
     ``sources`` says where each value came from; ``resolve_settings`` adds the device's. ``dataclasses.replace``
     copies every field, so each counts as given: use ``updated`` to keep sources.
     """
@@ -193,7 +194,8 @@ class PretrainConfig(TrainingArguments):
     )
     torch_compile_after: float | None = documented(
         "With torch_compile, train eagerly for this many seconds of training, then compile the model in place: the "
-        "first steps and losses do not wait for the compiler; None = compile before the first step.",
+        "first steps and losses do not wait for the compiler; 0 = compile before the first step; None = 60 where a "
+        "budget run on a CPU with AMX is compiled, else 0.",
         default=None,
     )
     dataloader_drop_last: bool | None = documented(
