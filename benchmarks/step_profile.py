@@ -1,0 +1,74 @@
+"""Where one training step's CPU time goes: torch.profiler over a few forward + backward + AdamW steps of a model
+shape (random token ids: the ops' costs do not depend on the text), with bf16 autocast or not and either attention
+kernel. Prints the ops with the most self CPU time and each one's share of the step.
+
+    python benchmarks/step_profile.py --bf16 --json benchmarks/results/step-profile-amx.json
+
+Run it on an idle machine: the milliseconds are timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+from _common import machine, print_table, write_json
+from torch.profiler import profile
+
+import tinypretrain as tp
+
+COLUMNS = ["op", "self_ms_per_step", "share", "calls_per_step"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="cpu-2m")
+    parser.add_argument("--vocab_size", type=int, default=4096)
+    parser.add_argument("--batch", type=int, default=8, help="Blocks per step.")
+    parser.add_argument("--max_length", type=int, default=256)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast, as on a CPU with AMX.")
+    parser.add_argument("--attn_implementation", choices=["sdpa", "eager"], default="sdpa")
+    parser.add_argument("--steps", type=int, default=5, help="Profiled steps (after 5 warm-up steps).")
+    parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model = tp.build_model(tp.make_llama_config(preset=args.preset, vocab_size=args.vocab_size), init="kaiming", seed=0)
+    model.set_attn_implementation(args.attn_implementation)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, args.vocab_size, (args.batch, args.max_length))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    for _ in range(5):
+        step()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    step_ms = (time.perf_counter() - start) / args.steps * 1000
+    with profile() as prof:
+        for _ in range(args.steps):
+            step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[: args.top]
+    total_us = sum(e.self_cpu_time_total for e in prof.key_averages())
+    rows = [{"op": e.key[:60], "self_ms_per_step": round(e.self_cpu_time_total / 1000 / args.steps, 2),
+             "share": round(e.self_cpu_time_total / total_us, 3), "calls_per_step": e.count // args.steps}
+            for e in events]
+    print(f"step: {step_ms:.1f} ms unprofiled ({args.preset}, {args.batch}x{args.max_length}, "
+          f"{'bf16' if args.bf16 else 'fp32'}, {args.attn_implementation}; load {os.getloadavg()[0]:.2f})")
+    print_table(rows, COLUMNS)
+    write_json(args.json, {"machine": machine(), "command": sys.argv, "step_ms": step_ms,
+                           "load_1m": os.getloadavg()[0], "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
