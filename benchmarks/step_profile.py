@@ -63,11 +63,12 @@ def main() -> None:
     rows = [{"op": e.key[:60], "self_ms_per_step": round(e.self_cpu_time_total / 1000 / args.steps, 2),
              "share": round(e.self_cpu_time_total / total_us, 3), "calls_per_step": e.count // args.steps}
             for e in events]
+    load = os.getloadavg()[0]
     print(f"step: {step_ms:.1f} ms unprofiled ({args.preset}, {args.batch}x{args.max_length}, "
-          f"{'bf16' if args.bf16 else 'fp32'}, {args.attn_implementation}; load {os.getloadavg()[0]:.2f})")
+          f"{'bf16' if args.bf16 else 'fp32'}, {args.attn_implementation}; load {load:.2f})")
     print_table(rows, COLUMNS)
-    write_json(args.json, {"machine": machine(), "command": sys.argv, "step_ms": step_ms,
-                           "load_1m": os.getloadavg()[0], "rows": rows})
+    write_json(args.json, {"machine": machine(), "command": sys.argv, "step_ms": step_ms, "load_1m": load,
+                           "rows": rows})
 
 
 if __name__ == "__main__":

@@ -30,9 +30,8 @@ class PretrainConfig(TrainingArguments):
     Each field is resolved once, in this order: a value you give (a keyword, a CLI flag, a YAML/JSON key) > the
     ``recipe`` > the time budget (``max_time``) > the device (fields left at ``None``: bf16, ``torch.compile`` and a
     32k-token step on CUDA; 8 blocks per step on CPU, in bf16 on CPUs with AMX, compiled there for budgets of 300 s or
-    more, after a first eager minute, else fp32 and eager; compiled runs drop each epoch's
-    smaller last batch) > the library default. A value you give wins even when it equals the default; a field given
-    as ``None`` is unset.
+    more, after a first eager minute, else fp32 and eager; compiled runs drop each epoch's smaller last batch) > the
+    library default. A value you give wins even when it equals the default; a field given as ``None`` is unset.
     ``sources`` says where each value came from; ``resolve_settings`` adds the device's. ``dataclasses.replace``
     copies every field, so each counts as given: use ``updated`` to keep sources.
     """
@@ -92,13 +91,13 @@ class PretrainConfig(TrainingArguments):
         "architecture (Llama plus QK-norm): a plain HF model, not a Llama one (GGUF export refuses it).",
         default=False,
     )
-    # On by evidence: 0.94 (60 s) and 0.968 (300 s) of the old default's bits/byte, p < 0.03, 3 seeds each
-    # (benchmarks/RESULTS.md, section 16).
     attn_implementation: Literal["eager", "sdpa"] | None = documented(
         "How attention is computed: 'eager' (matmuls and a softmax) or 'sdpa' (torch's fused kernel); None = "
         "transformers' default, 'sdpa'. Numerics only: the saved model loads either way.",
         default=None,
     )
+    # On by evidence: 0.94 (60 s) and 0.968 (300 s) of the old default's bits/byte, p < 0.03, 3 seeds each
+    # (benchmarks/RESULTS.md, section 16).
     zero_init_projections: bool = documented(
         "Start each block's output projections (o_proj, down_proj) at zero, as the modded-nanogpt speedruns do: every "
         "block begins as the identity. The saved model is a plain HF Llama.",

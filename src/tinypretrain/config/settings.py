@@ -48,7 +48,6 @@ def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
         batch = max(CPU_BLOCKS_PER_STEP, CUDA_TOKENS_PER_STEP // cfg.max_length) if cuda else CPU_BLOCKS_PER_STEP
     compiled = cfg.torch_compile if cfg.torch_compile is not None else cuda or compile_on_amx
     accelerator_config = {**cfg.accelerator_config.to_dict(), "non_blocking": cuda and cfg.avoid_host_syncs}
-    amx_compiled = compile_on_amx and compiled
     return {
         "per_device_train_batch_size": batch,
         "bf16": bf16,
@@ -58,7 +57,7 @@ def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
         "dataloader_drop_last": cfg.dataloader_drop_last if cfg.dataloader_drop_last is not None else compiled,
         "accelerator_config": accelerator_config,
         "include_num_input_tokens_seen": "no" if cfg.avoid_host_syncs else "non_padding",
-        "torch_compile_after": AMX_COMPILE_AFTER_S if amx_compiled else None,
+        "torch_compile_after": AMX_COMPILE_AFTER_S if compile_on_amx and compiled else None,
     }
 
 

@@ -31,9 +31,14 @@ class CompileLater(TrainerCallback):
             self.compiled = True
 
 
+def compiles_later(cfg: PretrainConfig) -> bool:
+    """Whether the run is compiled mid-run by ``CompileLater`` (and so not by Trainer before the first step)."""
+    return bool(cfg.torch_compile and cfg.torch_compile_after)
+
+
 def compile_callbacks(cfg: PretrainConfig, clock: TrainingClock) -> list[CompileLater]:
     """The callback that compiles a ``torch_compile`` run after ``torch_compile_after`` seconds (none otherwise:
     Trainer compiles before the first step)."""
-    if not (cfg.torch_compile and cfg.torch_compile_after):
+    if not compiles_later(cfg):
         return []
     return [CompileLater(clock, cfg.torch_compile_after, cfg.torch_compile_backend, cfg.torch_compile_mode)]

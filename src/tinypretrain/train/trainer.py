@@ -30,7 +30,7 @@ from .budget import (
 )
 from .checkpoint import checkpoint_folder, mark_complete
 from .clock import TrainingClock
-from .compile_later import compile_callbacks
+from .compile_later import compile_callbacks, compiles_later
 from .signals import RankAgreement
 
 UNBOUNDED_STEPS = 10**9  # what Trainer is told of a time-budgeted run's steps (the clock stops it); never recorded
@@ -278,7 +278,7 @@ def trainer_args(cfg: PretrainConfig, out: Path) -> PretrainConfig:
     only if set) and fractional eval/save points are fractions of the time, so Trainer's step-based ones are off.
     These mechanics never reach run.json, which records the settings."""
     changes: dict[str, Any] = {"output_dir": str(out)}
-    if cfg.torch_compile and cfg.torch_compile_after:  # compile_later.py compiles it mid-run, not Trainer
+    if compiles_later(cfg):  # compile_later.py compiles it mid-run, not Trainer
         changes.update(torch_compile=False, torch_compile_backend=None, torch_compile_mode=None, torch_compile_after=None)
     if cfg.streaming:  # the stream resumes at its saved position (data/stream.py); Trainer's skip would re-read it
         changes["ignore_data_skip"] = True
