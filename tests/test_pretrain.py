@@ -199,6 +199,8 @@ def test_device_rules(monkeypatch):
     assert cpu["include_num_input_tokens_seen"] == "no"  # counted by us, without a per-step sync
     assert _device_defaults(PretrainConfig(torch_compile=True, bf16=True))["torch_compile"] is True
     assert _device_defaults(PretrainConfig(torch_compile_mode="reduce-overhead"))["torch_compile"] is True
+    assert _device_defaults(PretrainConfig(torch_compile_after=30))["torch_compile"] is True  # asks for compiling
+    assert _device_defaults(PretrainConfig(torch_compile_after=None))["torch_compile"] is False  # None: unset
     assert _device_defaults(PretrainConfig(avoid_host_syncs=False))["include_num_input_tokens_seen"] == "non_padding"
     with pytest.raises(ValueError, match="torch_compile_mode needs torch_compile"):
         PretrainConfig(torch_compile=False, torch_compile_mode="reduce-overhead")

@@ -194,7 +194,7 @@ class PretrainConfig(TrainingArguments):
     torch_compile_after: float | None = documented(
         "With torch_compile, train eagerly for this many seconds of training, then compile the model in place: the "
         "first steps and losses do not wait for the compiler; 0 = compile before the first step; None = 60 where a "
-        "budget run on a CPU with AMX is compiled, else 0.",
+        "budget run on a CPU with AMX is compiled, else 0. A value turns torch_compile on unless you set it.",
         default=None,
     )
     dataloader_drop_last: bool | None = documented(

@@ -46,7 +46,9 @@ def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
     batch = cfg.per_device_train_batch_size
     if batch is None:
         batch = max(CPU_BLOCKS_PER_STEP, CUDA_TOKENS_PER_STEP // cfg.max_length) if cuda else CPU_BLOCKS_PER_STEP
-    compiled = cfg.torch_compile if cfg.torch_compile is not None else cuda or compile_on_amx
+    # A torch_compile_after you give asks for compiling, as a torch_compile_mode does in TrainingArguments.
+    asked = cfg.torch_compile_after is not None
+    compiled = cfg.torch_compile if cfg.torch_compile is not None else cuda or compile_on_amx or asked
     accelerator_config = {**cfg.accelerator_config.to_dict(), "non_blocking": cuda and cfg.avoid_host_syncs}
     return {
         "per_device_train_batch_size": batch,
