@@ -75,3 +75,45 @@ def test_pretrain_with_chunked_loss_equals_plain(tmp_path):
     assert chunked.metrics["train_loss"] == pytest.approx(plain.metrics["train_loss"], rel=1e-5)
     for a, b in zip(plain.model.parameters(), chunked.model.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [None, 5, 64])
+def test_chunked_loss_under_bf16_autocast_is_the_plain_loss_to_bf16_precision(chunk):
+    """Under autocast the chunks' matmuls run in bf16 (as the plain loss's lm_head does), logits and sums in fp32;
+    without gradients the forward makes none."""
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 33, 16, requires_grad=True)
+    weight = torch.randn(40, 16, requires_grad=True)
+    labels = torch.randint(0, 40, (2, 33))
+    labels[1, -5:] = -100
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = tp.causal_lm_loss(hidden, weight, labels)
+        chunked = tp.causal_lm_loss(hidden, weight, labels, chunk_size=chunk)
+    assert chunked.dtype == torch.float32
+    torch.testing.assert_close(chunked, plain, rtol=1e-3, atol=0)
+    for g, e in zip(torch.autograd.grad(chunked, (hidden, weight)), torch.autograd.grad(plain, (hidden, weight))):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, e, rtol=0.02, atol=0.02)
+    with torch.no_grad():
+        scored = tp.causal_lm_loss(hidden, weight, labels, chunk_size=chunk)
+    assert scored.grad_fn is None and scored.item() == pytest.approx(chunked.item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_a_runs_chunked_loss_is_computed_in_the_runs_precision(tmp_path, monkeypatch, bf16):
+    """Accelerate autocasts only the model's forward; the chunked loss after it runs under the same autocast, so its
+    lm_head matmul is bf16 in a bf16 run (as transformers' loss inside the forward), fp32 otherwise."""
+    import tinypretrain.train.trainer as trainer_module
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        return tp.causal_lm_loss(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "causal_lm_loss", spy)
+    tp.pretrain(output_dir=str(tmp_path / "run"), max_steps=2, bf16=bf16, loss_chunk_size=16, builtin_stories=100,
+                max_length=32, vocab_size=300, per_device_train_batch_size=2, num_samples=0, story_samples=0,
+                eval_size=4, max_eval_samples=4, model_overrides={"hidden_size": 32, "num_hidden_layers": 1,
+                                                                  "num_attention_heads": 2, "num_key_value_heads": 1})
+    assert seen == [torch.bfloat16 if bf16 else False] * 2

@@ -5,9 +5,11 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 import tinypretrain as tp
+from tinypretrain.model.attention import sdpa_fp32_attention
 from tinypretrain.runs.export import export_run
 
 TINY = dict(builtin_stories=200, max_length=32, vocab_size=300, per_device_train_batch_size=2, num_samples=0,
@@ -47,19 +49,32 @@ def test_relu_squared_is_a_model_override_that_loads_without_tinypretrain(tmp_pa
     assert type(model.model.layers[0].mlp.act_fn).__name__ == "ReLUSquaredActivation"
 
 
-def test_attn_implementation_trains_with_eager_attention_and_saves_a_model_that_loads_either_way(tmp_path):
+@pytest.mark.parametrize("implementation", ["eager", "sdpa_fp32"])
+def test_attn_implementation_trains_with_it_and_saves_a_model_that_loads_either_way(tmp_path, implementation):
     seen = []
 
     class AttentionSeen(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kwargs):
             seen.append(model.config._attn_implementation)  # transformers' documented switch, read back
 
-    result = tp.pretrain(output_dir=str(tmp_path / "a"), max_steps=2, attn_implementation="eager",
+    result = tp.pretrain(output_dir=str(tmp_path / "a"), max_steps=2, attn_implementation=implementation,
                          callbacks=[AttentionSeen()], **TINY)
-    assert seen == ["eager", "eager"]
+    assert seen == [implementation, implementation]
     assert json.loads((result.output_dir / "run.json").read_text())["sources"]["attn_implementation"] == "explicit"
     ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
     loaded = AutoModelForCausalLM.from_pretrained(result.output_dir)  # the saved config names no implementation
     assert loaded.config._attn_implementation == "sdpa"
-    eager = result.model.float().eval()
-    torch.testing.assert_close(loaded(ids).logits, eager(ids).logits, atol=1e-4, rtol=1e-4)
+    trained = result.model.float().eval()
+    torch.testing.assert_close(loaded(ids).logits, trained(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_sdpa_fp32_runs_the_fused_kernel_in_fp32_under_bf16_autocast():
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, 4, 9, 8, dtype=torch.bfloat16) for _ in range(3))
+    module = torch.nn.Module()
+    module.is_causal = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = sdpa_fp32_attention(module, query, key, value, None, scaling=8**-0.5)
+    expected = F.scaled_dot_product_attention(query.float(), key.float(), value.float(), is_causal=True)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, expected.transpose(1, 2).to(torch.bfloat16))  # transformers' [B, T, H, D]

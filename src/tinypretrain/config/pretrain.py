@@ -91,9 +91,10 @@ class PretrainConfig(TrainingArguments):
         "architecture (Llama plus QK-norm): a plain HF model, not a Llama one (GGUF export refuses it).",
         default=False,
     )
-    attn_implementation: Literal["eager", "sdpa"] | None = documented(
-        "How attention is computed: 'eager' (matmuls and a softmax) or 'sdpa' (torch's fused kernel); None = "
-        "transformers' default, 'sdpa'. Numerics only: the saved model loads either way.",
+    attn_implementation: Literal["eager", "sdpa", "sdpa_fp32"] | None = documented(
+        "How attention is computed: 'eager' (matmuls and a softmax), 'sdpa' (torch's fused kernel) or 'sdpa_fp32' "
+        "(the fused kernel in fp32 under bf16 autocast: faster on CPU); None = transformers' default, 'sdpa'. "
+        "Numerics only: the saved model loads either way.",
         default=None,
     )
     # On by evidence: 0.94 (60 s) and 0.968 (300 s) of the old default's bits/byte, p < 0.03, 3 seeds each
@@ -111,7 +112,8 @@ class PretrainConfig(TrainingArguments):
         default=True,
     )
     loss_chunk_size: int | None = documented(
-        "Compute lm_head+CE in token chunks (saves logits memory, costs a matmul).", default=None
+        "Compute lm_head+CE in chunks of this many tokens, with their gradients made in the forward pass: the full "
+        "logits never exist, and a CPU step is faster; None = transformers' loss over all logits.", default=None
     )
     num_samples: int = documented("Stories written to samples.md.", default=4)
     story_samples: int = documented(

@@ -15,6 +15,7 @@ from ..config.pretrain import PretrainConfig
 from ..config.sft import SFTConfig
 from ..data.tokenizer import load_tokenizer
 from ..utils.hub import looks_local
+from . import attention  # noqa: F401  registers 'sdpa_fp32' with transformers
 from .init import InitName, init_model
 
 
@@ -154,7 +155,8 @@ def starting_model(cfg: PretrainConfig, tokenizer: Any) -> PreTrainedModel:
 
 
 def with_attention(model: PreTrainedModel, implementation: str | None) -> PreTrainedModel:
-    """``model`` computing attention with ``implementation`` ('eager', 'sdpa'; None keeps transformers' choice)."""
+    """``model`` computing attention with ``implementation`` ('eager', 'sdpa', 'sdpa_fp32'; None keeps transformers'
+    choice)."""
     if implementation is not None:
         model.set_attn_implementation(implementation)
     return model

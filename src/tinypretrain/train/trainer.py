@@ -64,9 +64,8 @@ class PretrainTrainer(Trainer):
         weighted = "loss_weights" in (getattr(rows, "column_names", None) or ())
         if loss_chunk_size is not None or weighted:  # a public hook: Trainer keeps its num_items_in_batch scaling
             model = kwargs["model"] if "model" in kwargs else args[0]  # Trainer(model, args, ...) or by keyword
-            kwargs["compute_loss_func"] = lambda outputs, labels, num_items_in_batch=None: _hidden_state_loss(
-                outputs, labels, num_items_in_batch, model.get_output_embeddings().weight, loss_chunk_size,
-                self._token_weights,
+            kwargs["compute_loss_func"] = lambda outputs, labels, num_items_in_batch=None: self._hidden_state_loss(
+                outputs, labels, num_items_in_batch, model.get_output_embeddings().weight, loss_chunk_size
             )
         super().__init__(*args, **kwargs)
         # Trainer's own token counter calls .item() every step, which stalls the host until the GPU catches up.
@@ -79,6 +78,16 @@ class PretrainTrainer(Trainer):
         self.allowance = allowance  # a time budget's share for evaluations and saves during training
         self.training = False  # inside train(): evaluations then count against the allowance
         self.add_callback(_CheckpointRules(self))
+
+    def _hidden_state_loss(self, outputs, labels, num_items_in_batch, head_weight, chunk_size) -> torch.Tensor:
+        # Accelerate autocasts the model's forward only; this loss is outside it, and its lm_head matmul should run in
+        # the same precision as transformers' loss does inside.
+        with self.accelerator.autocast():
+            nats = causal_lm_loss(outputs.hidden_states[-1], head_weight, labels, chunk_size=chunk_size,
+                                  token_weights=self._token_weights)
+        if num_items_in_batch is None:
+            return nats / (labels[:, 1:] != -100).sum().clamp(min=1)
+        return nats / num_items_in_batch  # as HF's ForCausalLMLoss; Trainer scales for accumulation and devices
 
     def _set_signature_columns_if_needed(self) -> None:
         # A private Trainer hook (TRL's SFTTrainer overrides it too): rows keep their ``loss_weights`` for the
@@ -191,14 +200,6 @@ class PretrainTrainer(Trainer):
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
-
-
-def _hidden_state_loss(outputs, labels, num_items_in_batch, head_weight, chunk_size, token_weights) -> torch.Tensor:
-    nats = causal_lm_loss(outputs.hidden_states[-1], head_weight, labels, chunk_size=chunk_size,
-                          token_weights=token_weights)
-    if num_items_in_batch is None:
-        return nats / (labels[:, 1:] != -100).sum().clamp(min=1)
-    return nats / num_items_in_batch  # as HF's ForCausalLMLoss; Trainer scales for accumulation and devices
 
 
 class _CheckpointRules(TrainerCallback):
