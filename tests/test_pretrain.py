@@ -198,6 +198,12 @@ def test_device_rules(monkeypatch):
     assert PretrainConfig().use_cpu and not cpu["accelerator_config"]["non_blocking"]
     assert cpu["include_num_input_tokens_seen"] == "no"  # counted by us, without a per-step sync
     assert _device_defaults(PretrainConfig(torch_compile=True, bf16=True))["torch_compile"] is True
+    # CPU steps: the chunked loss while eager, transformers' inside a graph compiled before the first step; fp32
+    # attention under bf16 autocast.
+    assert (cpu["loss_chunk_size"], cpu["attn_implementation"]) == (512, None)
+    compiled_bf16 = _device_defaults(PretrainConfig(torch_compile=True, bf16=True))
+    assert (compiled_bf16["loss_chunk_size"], compiled_bf16["attn_implementation"]) == (0, "sdpa_fp32")
+    assert _device_defaults(PretrainConfig(torch_compile_after=30))["loss_chunk_size"] == 512  # eager at first
     assert _device_defaults(PretrainConfig(torch_compile_mode="reduce-overhead"))["torch_compile"] is True
     assert _device_defaults(PretrainConfig(torch_compile_after=30))["torch_compile"] is True  # asks for compiling
     assert _device_defaults(PretrainConfig(torch_compile_after=None))["torch_compile"] is False  # None: unset
@@ -212,6 +218,7 @@ def test_device_rules(monkeypatch):
     gpu = _device_defaults(configs["default"])
     assert (gpu["bf16"], gpu["fp16"], gpu["torch_compile"]) == (True, False, True)
     assert gpu["torch_compile_after"] is None  # compiled before the first step
+    assert (gpu["loss_chunk_size"], gpu["attn_implementation"]) == (0, None)  # transformers' loss and attention
     assert gpu["per_device_train_batch_size"] == 128  # 32k tokens of 256
     assert _device_defaults(configs["512"])["per_device_train_batch_size"] == 64
     assert _device_defaults(configs["8192"])["per_device_train_batch_size"] == 8
@@ -223,7 +230,7 @@ def test_device_rules(monkeypatch):
     assert gpu["dataloader_drop_last"] is True and _device_defaults(configs["eager"])["dataloader_drop_last"] is False
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert _device_defaults(configs["default"])["fp16"] is True
-    assert configs["default"].loss_chunk_size is None  # the chunked loss is opt-in
+    assert configs["default"].loss_chunk_size is None  # unset: the device's to choose
 
 
 def test_device_rules_on_a_cpu_with_amx(monkeypatch):
@@ -250,6 +257,11 @@ def test_device_rules_on_a_cpu_with_amx(monkeypatch):
     assert (resolved.torch_compile_after, resolved.sources["torch_compile_after"]) == (60.0, "device")
     given = resolve_settings(PretrainConfig(max_time="5m", torch_compile_after=0))
     assert (given.torch_compile_after, given.sources["torch_compile_after"]) == (0, "explicit")
+    assert (resolved.loss_chunk_size, resolved.attn_implementation) == (512, "sdpa_fp32")  # eager first minute
+    assert resolved.sources["loss_chunk_size"] == resolved.sources["attn_implementation"] == "device"
+    assert given.loss_chunk_size == 0  # compiled before its first step: transformers' loss in the graph
+    plain = resolve_settings(PretrainConfig(max_time="5m", loss_chunk_size=0, attn_implementation="sdpa"))
+    assert (plain.loss_chunk_size, plain.attn_implementation, plain.sources["loss_chunk_size"]) == (0, "sdpa", "explicit")
     for uncompiled in (PretrainConfig(max_time="60s"), PretrainConfig(max_time="5m", torch_compile=False)):
         assert device_training_args(uncompiled)["torch_compile_after"] is None
     kept = resolve_settings(PretrainConfig(max_time="5m", dataloader_drop_last=False))  # a value you give wins
@@ -401,26 +413,36 @@ def test_compiled_training_equals_eager(tmp_path):
     assert losses[True] == pytest.approx(losses[False], abs=1e-4)
 
 
-def test_compile_after_trains_eagerly_until_the_clock_says_then_compiles_in_place(tmp_path):
+def test_compile_after_trains_eagerly_until_the_clock_says_then_compiles_in_place(tmp_path, monkeypatch):
     """``torch_compile_after``: Trainer does not compile; the model is compiled in place once the training clock
-    reaches the given seconds (never, within a run shorter than that), and the losses are eager's."""
+    reaches the given seconds (never, within a run shorter than that), and the losses are eager's. The device's
+    chunked loss serves the eager steps only; the compiled ones compute transformers' loss in the graph."""
     from torch._dynamo.utils import counters
 
+    import tinypretrain.train.trainer as trainer_module
     from tinypretrain.train.compile_later import CompileLater
+
+    chunked_steps = []
+    monkeypatch.setattr(trainer_module, "causal_lm_loss",
+                        lambda *args, **kwargs: chunked_steps.append(1) or tp.causal_lm_loss(*args, **kwargs))
 
     small = {**TINY, "builtin_stories": 300, "max_length": 32, "per_device_train_batch_size": 4, "logging_steps": 1,
              "num_samples": 0, "model_overrides": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                                                    "num_key_value_heads": 1}}
     runs = {"eager": {"torch_compile": False}, "never": {"torch_compile": True, "torch_compile_after": 1e6},
             "soon": {"torch_compile": True, "torch_compile_after": 1e-3}}
-    losses, frames = {}, {}
+    losses, frames, chunked = {}, {}, {}
     for name, options in runs.items():
         torch.compiler.reset()
         counters.clear()
+        chunked_steps.clear()
         result = tp.pretrain(output_dir=str(tmp_path / name), max_steps=4, **options, **small)
         history = map(json.loads, (result.output_dir / "metrics.jsonl").read_text().splitlines())
         losses[name], frames[name] = [h["loss"] for h in history if "loss" in h], counters["frames"]["ok"]
+        chunked[name] = len(chunked_steps)
     assert frames["eager"] == frames["never"] == 0 and frames["soon"] > 0  # compiled once the clock got there
+    # Eager steps take the chunked loss; from the compile on (at once, here), transformers' loss in the graph.
+    assert chunked["eager"] == chunked["never"] == 4 and chunked["soon"] < 4
     assert losses["never"] == losses["eager"] and losses["soon"] == pytest.approx(losses["eager"], abs=1e-4)
     config = json.loads((tmp_path / "never" / "run.json").read_text())["config"]
     assert (config["torch_compile"], config["torch_compile_after"]) == (True, 1e6)

@@ -113,7 +113,8 @@ class PretrainConfig(TrainingArguments):
     )
     loss_chunk_size: int | None = documented(
         "Compute lm_head+CE in chunks of this many tokens, with their gradients made in the forward pass: the full "
-        "logits never exist, and a CPU step is faster; None = transformers' loss over all logits.", default=None
+        "logits never exist, and a CPU step is faster. 0 = transformers' loss over all logits; None = the device's "
+        "choice (512 for a CPU's eager steps, else 0).", default=None
     )
     num_samples: int = documented("Stories written to samples.md.", default=4)
     story_samples: int = documented(
@@ -273,12 +274,13 @@ class PretrainConfig(TrainingArguments):
             problems.append(f"max_length must be >= 2, got {self.max_length}")
         positive = ("per_device_train_batch_size", "gradient_accumulation_steps", "builtin_stories", "vocab_size",
                     "story_max_new_tokens")
-        for name in (*positive, "eval_size", "max_train_samples", "max_eval_samples", "num_proc", "loss_chunk_size"):
+        for name in (*positive, "eval_size", "max_train_samples", "max_eval_samples", "num_proc"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name} must be >= 1, got {value}")
         non_negative = ("learning_rate", "weight_decay", "warmup_steps", "num_train_epochs", "max_grad_norm")
-        for name in (*non_negative, "eval_steps", "save_steps", "logging_steps", "num_samples", "story_samples"):
+        for name in (*non_negative, "eval_steps", "save_steps", "logging_steps", "num_samples", "story_samples",
+                     "loss_chunk_size"):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 problems.append(f"{name} must be >= 0, got {value}")

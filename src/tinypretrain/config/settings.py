@@ -25,6 +25,12 @@ AMX_COMPILE_FROM_S = 300.0
 # Such a compiled run trains its first minute eagerly, as a 60-s budget does, and compiles after it: it reached the
 # seed's quality in 29 s instead of 50 s, with the same bits/byte at the end (section 43: 0.999, p = 0.88).
 AMX_COMPILE_AFTER_S = 60.0
+# On CPU a step computes its loss in chunks of 512 tokens with the gradients made in the forward pass, and with bf16
+# autocast its attention in fp32: 0.72x the step time of transformers' loss and bf16 attention (benchmarks/RESULTS.md
+# section 44). A model compiled before its first step keeps transformers' loss, which inductor fuses in the graph (and
+# one compiled mid-run switches to it; train/trainer.py).
+CPU_LOSS_CHUNK_TOKENS = 512
+CPU_BF16_ATTENTION = "sdpa_fp32"
 # Where a run writes, not what it trains: a reproduction picks its own. With how a run is watched, not what it trains,
 # they are left out of the settings fingerprint.
 NOT_REPRODUCED = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "logging_dir", "recipe")
@@ -49,6 +55,7 @@ def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
     # A torch_compile_after you give asks for compiling, as a torch_compile_mode does in TrainingArguments.
     asked = cfg.torch_compile_after is not None
     compiled = cfg.torch_compile if cfg.torch_compile is not None else cuda or compile_on_amx or asked
+    after = cfg.torch_compile_after if asked else (AMX_COMPILE_AFTER_S if compile_on_amx and compiled else None)
     accelerator_config = {**cfg.accelerator_config.to_dict(), "non_blocking": cuda and cfg.avoid_host_syncs}
     return {
         "per_device_train_batch_size": batch,
@@ -59,7 +66,9 @@ def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
         "dataloader_drop_last": cfg.dataloader_drop_last if cfg.dataloader_drop_last is not None else compiled,
         "accelerator_config": accelerator_config,
         "include_num_input_tokens_seen": "no" if cfg.avoid_host_syncs else "non_padding",
-        "torch_compile_after": AMX_COMPILE_AFTER_S if compile_on_amx and compiled else None,
+        "torch_compile_after": after,
+        "loss_chunk_size": 0 if cuda or (compiled and not after) else CPU_LOSS_CHUNK_TOKENS,
+        "attn_implementation": CPU_BF16_ATTENTION if bf16 and not cuda else None,
     }
 
 

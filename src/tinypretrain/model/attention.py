@@ -14,7 +14,7 @@ SDPA_FP32 = "sdpa_fp32"
 def sdpa_fp32_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                         attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
     """SDPA on fp32 copies of ``query``, ``key``, ``value``, with the output in the query's dtype. On CPU, torch's
-    fused attention kernel is slower in bf16 than in fp32 for small heads (a bf16 ``cpu-2m`` step takes 0.89x the
+    fused attention kernel is slower in bf16 than in fp32 for small heads (a bf16 ``cpu-2m`` step takes 0.93x the
     time with this; benchmarks/RESULTS.md, section 44); elsewhere it only costs the casts."""
     device = query.device.type
     with torch.autocast(device, enabled=False):

@@ -25,7 +25,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
 
     Ours because it is measurably faster on CPU than autograd through full logits: one pass over each chunk's
     logits instead of an fp32 copy, a log-softmax and their two backwards over all of them; a ``cpu-2m`` bf16 step
-    takes 0.78x the time (benchmarks/RESULTS.md, section 44)."""
+    takes 0.86x the time (benchmarks/RESULTS.md, section 44)."""
 
     @staticmethod
     def forward(ctx, hidden, weight, labels, scale, chunk_size, dtype):

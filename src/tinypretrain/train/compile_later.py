@@ -36,9 +36,9 @@ def compiles_later(cfg: PretrainConfig) -> bool:
     return bool(cfg.torch_compile and cfg.torch_compile_after)
 
 
-def compile_callbacks(cfg: PretrainConfig, clock: TrainingClock) -> list[CompileLater]:
-    """The callback that compiles a ``torch_compile`` run after ``torch_compile_after`` seconds (none otherwise:
-    Trainer compiles before the first step)."""
+def compile_later(cfg: PretrainConfig, clock: TrainingClock) -> CompileLater | None:
+    """The callback that compiles a ``torch_compile`` run after ``torch_compile_after`` seconds (None otherwise:
+    Trainer compiles before the first step, or nothing does)."""
     if not compiles_later(cfg):
-        return []
-    return [CompileLater(clock, cfg.torch_compile_after, cfg.torch_compile_backend, cfg.torch_compile_mode)]
+        return None
+    return CompileLater(clock, cfg.torch_compile_after, cfg.torch_compile_backend, cfg.torch_compile_mode)

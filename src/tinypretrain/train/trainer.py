@@ -30,7 +30,7 @@ from .budget import (
 )
 from .checkpoint import checkpoint_folder, mark_complete
 from .clock import TrainingClock
-from .compile_later import compile_callbacks, compiles_later
+from .compile_later import CompileLater, compile_later, compiles_later
 from .signals import RankAgreement
 
 UNBOUNDED_STEPS = 10**9  # what Trainer is told of a time-budgeted run's steps (the clock stops it); never recorded
@@ -52,6 +52,8 @@ class PretrainTrainer(Trainer):
         self,
         *args: Any,
         loss_chunk_size: int | None = None,
+        compiler: CompileLater | None = None,
+        loss_in_graph_once_compiled: bool = False,
         clock: TrainingClock | None = None,
         budget_s: float | None = None,
         layout: dict[str, Any] | None = None,
@@ -62,10 +64,10 @@ class PretrainTrainer(Trainer):
         self._token_weights: torch.Tensor | None = None
         rows = kwargs["train_dataset"] if "train_dataset" in kwargs else (args[3] if len(args) > 3 else None)
         weighted = "loss_weights" in (getattr(rows, "column_names", None) or ())
-        if loss_chunk_size is not None or weighted:  # a public hook: Trainer keeps its num_items_in_batch scaling
+        if loss_chunk_size or weighted:  # a public hook: Trainer keeps its num_items_in_batch scaling
             model = kwargs["model"] if "model" in kwargs else args[0]  # Trainer(model, args, ...) or by keyword
             kwargs["compute_loss_func"] = lambda outputs, labels, num_items_in_batch=None: self._hidden_state_loss(
-                outputs, labels, num_items_in_batch, model.get_output_embeddings().weight, loss_chunk_size
+                outputs, labels, num_items_in_batch, model.get_output_embeddings().weight, loss_chunk_size or None
             )
         super().__init__(*args, **kwargs)
         # Trainer's own token counter calls .item() every step, which stalls the host until the GPU catches up.
@@ -78,6 +80,11 @@ class PretrainTrainer(Trainer):
         self.allowance = allowance  # a time budget's share for evaluations and saves during training
         self.training = False  # inside train(): evaluations then count against the allowance
         self.add_callback(_CheckpointRules(self))
+        self.compiler = compiler  # compiles the model mid-run
+        if compiler is not None:
+            self.add_callback(compiler)
+        # Once compiled, transformers' loss inside the graph (which inductor fuses) beats the chunked one after it.
+        self.loss_in_graph_once_compiled = loss_in_graph_once_compiled and not weighted
 
     def _hidden_state_loss(self, outputs, labels, num_items_in_batch, head_weight, chunk_size) -> torch.Tensor:
         # Accelerate autocasts the model's forward only; this loss is outside it, and its lm_head matmul should run in
@@ -143,6 +150,8 @@ class PretrainTrainer(Trainer):
         if self._token_weights is not None and self.compute_loss_func is None:
             raise ValueError("Batches carry loss_weights, but the training rows given to PretrainTrainer did not "
                              "(no 'loss_weights' column), so no weighted loss was set up; pass rows with that column.")
+        if self.loss_in_graph_once_compiled and self.compiler is not None and self.compiler.compiled:
+            self.compute_loss_func = None
         if self.compute_loss_func is not None:  # the chunked loss works from hidden states, not logits
             inputs.update(logits_to_keep=1, output_hidden_states=True)
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -324,9 +333,11 @@ def build_trainer(cfg: PretrainConfig, out: Path, model: PreTrainedModel, tokeni
                 document_eos_token_id=tokenizer.eos_token_id if cfg.packing == "pack_documents" else None,
             ),
             processing_class=tokenizer,
-            callbacks=[*callbacks, *budget_callbacks(cfg, clock, budget_s, allowance, agreement),
-                       *compile_callbacks(cfg, clock)],
+            callbacks=[*callbacks, *budget_callbacks(cfg, clock, budget_s, allowance, agreement)],
             loss_chunk_size=cfg.loss_chunk_size,
+            compiler=compile_later(cfg, clock),
+            # The device's chunk size is for eager steps (benchmarks/RESULTS.md, section 44); one you give holds.
+            loss_in_graph_once_compiled=cfg.sources.get("loss_chunk_size") == "device",
             clock=clock,
             budget_s=budget_s,
             layout=layout,
