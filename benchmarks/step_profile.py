@@ -1,6 +1,7 @@
-"""Where one training step's CPU time goes: torch.profiler over a few forward + backward + AdamW steps of a model
-shape (random token ids: the ops' costs do not depend on the text), with bf16 autocast or not and either attention
-kernel. Prints the ops with the most self CPU time and each one's share of the step.
+"""Where one training step's CPU time goes: torch.profiler over a few training steps of a model shape, each as
+``step_time.py`` runs it (random token ids: the ops' costs do not depend on the text), with bf16 autocast or not,
+any attention kernel, and transformers' loss or the chunked one. Prints the ops with the most self CPU time and each
+one's share of the step.
 
     python benchmarks/step_profile.py --bf16 --json benchmarks/results/step-profile-amx.json
 
@@ -14,11 +15,9 @@ import os
 import sys
 import time
 
-import torch
 from _common import machine, print_table, write_json
+from step_time import make_step
 from torch.profiler import profile
-
-import tinypretrain as tp
 
 COLUMNS = ["op", "self_ms_per_step", "share", "calls_per_step"]
 
@@ -30,25 +29,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="Blocks per step.")
     parser.add_argument("--max_length", type=int, default=256)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast, as on a CPU with AMX.")
-    parser.add_argument("--attn_implementation", choices=["sdpa", "eager"], default="sdpa")
+    parser.add_argument("--attn_implementation", choices=["sdpa", "eager", "sdpa_fp32"], default="sdpa")
+    parser.add_argument("--loss_chunk_size", type=int, help="The chunked loss in chunks of this many tokens.")
     parser.add_argument("--steps", type=int, default=5, help="Profiled steps (after 5 warm-up steps).")
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--json")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    model = tp.build_model(tp.make_llama_config(preset=args.preset, vocab_size=args.vocab_size), init="kaiming", seed=0)
-    model.set_attn_implementation(args.attn_implementation)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    ids = torch.randint(0, args.vocab_size, (args.batch, args.max_length))
-
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-
+    step = make_step({"attn_implementation": args.attn_implementation, "loss_chunk_size": args.loss_chunk_size}, args)
     for _ in range(5):
         step()
     start = time.perf_counter()
@@ -65,7 +53,8 @@ def main() -> None:
             for e in events]
     load = os.getloadavg()[0]
     print(f"step: {step_ms:.1f} ms unprofiled ({args.preset}, {args.batch}x{args.max_length}, "
-          f"{'bf16' if args.bf16 else 'fp32'}, {args.attn_implementation}; load {load:.2f})")
+          f"{'bf16' if args.bf16 else 'fp32'}, {args.attn_implementation}, loss chunks {args.loss_chunk_size}; "
+          f"load {load:.2f})")
     print_table(rows, COLUMNS)
     write_json(args.json, {"machine": machine(), "command": sys.argv, "step_ms": step_ms, "load_1m": load,
                            "rows": rows})

@@ -26,7 +26,7 @@ AMX_COMPILE_FROM_S = 300.0
 # seed's quality in 29 s instead of 50 s, with the same bits/byte at the end (section 43: 0.999, p = 0.88).
 AMX_COMPILE_AFTER_S = 60.0
 # On CPU a step computes its loss in chunks of 512 tokens with the gradients made in the forward pass, and with bf16
-# autocast its attention in fp32: 0.72x the step time of transformers' loss and bf16 attention (benchmarks/RESULTS.md
+# autocast its attention in fp32: 0.75x the step time of transformers' loss and bf16 attention (benchmarks/RESULTS.md
 # section 44). A model compiled before its first step keeps transformers' loss, which inductor fuses in the graph (and
 # one compiled mid-run switches to it; train/trainer.py).
 CPU_LOSS_CHUNK_TOKENS = 512

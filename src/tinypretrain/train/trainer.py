@@ -45,8 +45,8 @@ class TrainingDivergedError(RuntimeError):
 
 class PretrainTrainer(Trainer):
     """Trainer that evaluates per story on the texts of ``eval_dataset``, counts tokens without per-step host syncs,
-    optionally computes the loss in chunks or weighs it per token (rows with ``loss_weights``), and writes only
-    complete, finite checkpoints."""
+    optionally computes the loss in chunks or weighs it per token (rows with ``loss_weights``), optionally compiles
+    the model mid-run (``compiler``), and writes only complete, finite checkpoints."""
 
     def __init__(
         self,
