@@ -42,7 +42,7 @@ def make_step(overrides: dict, args: argparse.Namespace):
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            if chunk is None:
+            if not chunk:  # 0 or unset: transformers' loss
                 loss = forward(input_ids=ids, labels=ids, use_cache=False).loss
             else:  # as the Trainer's loss hook: hidden states in, chunked lm_head + CE
                 hidden = forward(input_ids=ids, use_cache=False, logits_to_keep=1,

@@ -10,7 +10,7 @@ def _reference(hidden, weight, labels):
     return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), reduction="sum")
 
 
-@pytest.mark.parametrize("chunk", [None, 1, 7, 64, 10_000])
+@pytest.mark.parametrize("chunk", [None, 0, 1, 7, 64, 10_000])
 def test_chunked_loss_and_gradients_equal_the_plain_loss(chunk):
     torch.manual_seed(0)
     hidden = torch.randn(3, 17, 16, dtype=torch.float64, requires_grad=True)

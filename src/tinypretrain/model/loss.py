@@ -74,17 +74,17 @@ def causal_lm_loss(
     """Summed next-token cross-entropy (nats) of ``labels`` given final hidden states ``[B, T, H]``.
 
     Labels are shifted here (position t predicts t+1) and -100 is ignored, exactly as HF's ``ForCausalLMLoss``;
-    logits are upcast to fp32. ``token_weights`` (``[B, T]``, aligned with ``labels``) scale each label's term. With
-    ``chunk_size``, tokens go through lm_head + CE in chunks, and the gradients of ``hidden`` and ``lm_head_weight``
-    are made chunk by chunk in the forward pass: peak memory holds one ``[chunk, vocab]`` block instead of
-    ``[B*T, vocab]``, and a CPU step is faster (no second pass over the logits). The matmuls run in autocast's dtype
-    when it is on.
+    logits are upcast to fp32. ``token_weights`` (``[B, T]``, aligned with ``labels``) scale each label's term.
+    Without ``chunk_size`` (None or 0) all tokens go at once, through autograd. With it, tokens go through lm_head + CE
+    in chunks, and the gradients of ``hidden`` and ``lm_head_weight`` are made chunk by chunk in the forward pass:
+    peak memory holds one ``[chunk, vocab]`` block instead of ``[B*T, vocab]``, and a CPU step is faster (no second
+    pass over the logits). The matmuls run in autocast's dtype when it is on.
     """
     hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
     labels = labels[:, 1:].reshape(-1).to(hidden.device)
     if token_weights is not None:
         token_weights = token_weights[:, 1:].reshape(-1).to(hidden.device)
-    if chunk_size is None:
+    if not chunk_size:
         return _summed_ce(hidden, lm_head_weight, labels, token_weights)
     scale = (labels != IGNORE_INDEX).to(torch.promote_types(hidden.dtype, torch.float32))
     if token_weights is not None:
