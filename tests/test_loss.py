@@ -1,6 +1,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinypretrain as tp
 
@@ -117,3 +119,23 @@ def test_a_runs_chunked_loss_is_computed_in_the_runs_precision(tmp_path, monkeyp
                 eval_size=4, max_eval_samples=4, model_overrides={"hidden_size": 32, "num_hidden_layers": 1,
                                                                   "num_attention_heads": 2, "num_key_value_heads": 1})
     assert seen == [torch.bfloat16 if bf16 else False] * 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(1, 3), length=st.integers(2, 12), vocab=st.integers(2, 20), chunk=st.integers(1, 40),
+       seed=st.integers(0, 2**16), weighted=st.booleans())
+def test_any_chunking_gives_the_plain_loss_and_gradients(batch, length, vocab, chunk, seed, weighted):
+    """For any shape, chunk size, ignored labels and token weights, the chunked loss and its gradients are the plain
+    loss's (float64, so to rounding)."""
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(batch, length, 6, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(vocab, 6, dtype=torch.float64, generator=generator, requires_grad=True)
+    labels = torch.randint(0, vocab, (batch, length), generator=generator)
+    labels[torch.rand(batch, length, generator=generator) < 0.3] = -100
+    weights = torch.rand(batch, length, dtype=torch.float64, generator=generator) * 3 if weighted else None
+    plain = tp.causal_lm_loss(hidden, weight, labels, token_weights=weights)
+    chunked = tp.causal_lm_loss(hidden, weight, labels, chunk_size=chunk, token_weights=weights)
+    torch.testing.assert_close(chunked, plain)
+    for got, expected in zip(torch.autograd.grad(chunked, (hidden, weight)),
+                             torch.autograd.grad(plain, (hidden, weight))):
+        torch.testing.assert_close(got, expected)
