@@ -16,7 +16,7 @@ import sys
 import time
 
 from _common import machine, print_table, write_json
-from step_time import make_step
+from step_time import add_step_arguments, make_step
 from torch.profiler import profile
 
 COLUMNS = ["op", "self_ms_per_step", "share", "calls_per_step"]
@@ -24,11 +24,7 @@ COLUMNS = ["op", "self_ms_per_step", "share", "calls_per_step"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="cpu-2m")
-    parser.add_argument("--vocab_size", type=int, default=4096)
-    parser.add_argument("--batch", type=int, default=8, help="Blocks per step.")
-    parser.add_argument("--max_length", type=int, default=256)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast, as on a CPU with AMX.")
+    add_step_arguments(parser)
     parser.add_argument("--attn_implementation", choices=["sdpa", "eager", "sdpa_fp32"], default="sdpa")
     parser.add_argument("--loss_chunk_size", type=int, help="The chunked loss in chunks of this many tokens.")
     parser.add_argument("--steps", type=int, default=5, help="Profiled steps (after 5 warm-up steps).")

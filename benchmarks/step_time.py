@@ -29,6 +29,16 @@ COLUMNS = ["variant", "ms_per_step", "ms_per_round", "ratio_to_first", "tokens_p
 STEP_FIELDS = {"bf16", "attn_implementation", "loss_chunk_size", "torch_compile"}
 
 
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model shape and step size that ``make_step`` builds (this script's and ``step_profile.py``'s options)."""
+    parser.add_argument("--preset", default="cpu-2m")
+    parser.add_argument("--vocab_size", type=int, default=4096)
+    parser.add_argument("--batch", type=int, default=8, help="Blocks per step.")
+    parser.add_argument("--max_length", type=int, default=256)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast, as on a CPU with AMX (unless a variant "
+                        "sets bf16).")
+
+
 def make_step(overrides: dict, args: argparse.Namespace):
     """A function that runs one training step of a fresh model built as ``overrides`` say."""
     torch.manual_seed(0)
@@ -60,11 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", action="append", required=True,
                         help=f"'name:field=value,...' over {sorted(STEP_FIELDS)}; the first is the baseline.")
-    parser.add_argument("--preset", default="cpu-2m")
-    parser.add_argument("--vocab_size", type=int, default=4096)
-    parser.add_argument("--batch", type=int, default=8, help="Blocks per step.")
-    parser.add_argument("--max_length", type=int, default=256)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for variants that do not set bf16.")
+    add_step_arguments(parser)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="Timed steps per variant and round.")
     parser.add_argument("--json")
