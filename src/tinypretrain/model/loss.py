@@ -40,12 +40,12 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 logits = (h[part] @ w.T).to(exact)
                 target = labels[part].clamp(min=0)  # ignored tokens have scale 0
                 log_norm = logits.logsumexp(dim=-1)
-                total += ((log_norm - logits.gather(1, target[:, None]).squeeze(1)) * scale[part].to(exact)).sum()
+                total += ((log_norm - logits.gather(1, target[:, None]).squeeze(1)) * scale[part]).sum()
                 if grad_hidden is None and grad_weight is None:
                     continue
                 grad = logits.sub_(log_norm[:, None]).exp_()  # softmax, in place of the logits
                 grad[torch.arange(len(target), device=grad.device), target] -= 1
-                grad = grad.mul_(scale[part, None].to(exact)).to(dtype)
+                grad = grad.mul_(scale[part, None]).to(dtype)
                 if grad_hidden is not None:
                     grad_hidden[part] = grad @ w
                 if grad_weight is not None:
@@ -86,9 +86,6 @@ def causal_lm_loss(
         token_weights = token_weights[:, 1:].reshape(-1).to(hidden.device)
     if not chunk_size:
         return _summed_ce(hidden, lm_head_weight, labels, token_weights)
-    scale = (labels != IGNORE_INDEX).to(torch.promote_types(hidden.dtype, torch.float32))
-    if token_weights is not None:
-        scale = scale * token_weights
     if not torch.is_grad_enabled():  # nothing to differentiate: the forward then makes no gradients
         hidden, lm_head_weight = hidden.detach(), lm_head_weight.detach()
     device = hidden.device.type
@@ -96,4 +93,8 @@ def causal_lm_loss(
         dtype = torch.get_autocast_dtype(device)
     else:
         dtype = torch.promote_types(hidden.dtype, lm_head_weight.dtype)
+    # Each token's factor (0 where ignored), in the dtype of the logits and sums (fp32 at least).
+    scale = (labels != IGNORE_INDEX).to(torch.promote_types(dtype, torch.float32))
+    if token_weights is not None:
+        scale = scale * token_weights.to(scale.dtype)
     return _ChunkedLinearCrossEntropy.apply(hidden, lm_head_weight, labels, scale, chunk_size, dtype)
