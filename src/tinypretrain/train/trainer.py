@@ -84,7 +84,7 @@ class PretrainTrainer(Trainer):
         if compiler is not None:
             self.add_callback(compiler)
         # Once compiled, transformers' loss inside the graph (which inductor fuses) beats the chunked one after it.
-        self.loss_in_graph_once_compiled = loss_in_graph_once_compiled and not weighted
+        self.loss_in_graph_once_compiled = loss_in_graph_once_compiled and compiler is not None and not weighted
 
     def _hidden_state_loss(self, outputs, labels, num_items_in_batch, head_weight, chunk_size) -> torch.Tensor:
         # Accelerate autocasts the model's forward only; this loss is outside it, and its lm_head matmul should run in
@@ -150,7 +150,7 @@ class PretrainTrainer(Trainer):
         if self._token_weights is not None and self.compute_loss_func is None:
             raise ValueError("Batches carry loss_weights, but the training rows given to PretrainTrainer did not "
                              "(no 'loss_weights' column), so no weighted loss was set up; pass rows with that column.")
-        if self.loss_in_graph_once_compiled and self.compiler is not None and self.compiler.compiled:
+        if self.loss_in_graph_once_compiled and self.compiler.compiled:
             self.compute_loss_func = None
         if self.compute_loss_func is not None:  # the chunked loss works from hidden states, not logits
             inputs.update(logits_to_keep=1, output_hidden_states=True)
