@@ -1,5 +1,5 @@
-"""Model options that stay plain HF models: zero-initialised output projections, QK-norm (as Qwen3), ReLU² and
-the attention implementation."""
+"""Model options that stay plain HF models: zero-initialised output projections, QK-norm (as Qwen3), ReLU², the
+attention implementation and residual dropout."""
 
 import json
 
@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 
 import tinypretrain as tp
 from tinypretrain.model.attention import sdpa_fp32_attention
+from tinypretrain.model.build import with_residual_dropout
 from tinypretrain.runs.export import export_run
 
 TINY = dict(builtin_stories=200, max_length=32, vocab_size=300, per_device_train_batch_size=2, num_samples=0,
@@ -78,3 +79,29 @@ def test_sdpa_fp32_runs_the_fused_kernel_in_fp32_under_bf16_autocast():
     expected = F.scaled_dot_product_attention(query.float(), key.float(), value.float(), is_causal=True)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out, expected.transpose(1, 2).to(torch.bfloat16))  # transformers' [B, T, H, D]
+
+
+def test_residual_dropout_drops_block_outputs_while_training_only_and_saves_a_plain_llama(tmp_path):
+    model = tp.build_model(tp.make_llama_config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                                num_key_value_heads=1, vocab_size=320), init="kaiming", seed=0)
+    outputs = {}
+    with_residual_dropout(model, 0.5)
+    for name, module in model.named_modules():
+        if name.endswith(("o_proj", "down_proj", "up_proj")):  # hooks run in order: these see the dropped output
+            module.register_forward_hook(lambda m, i, out, name=name: outputs.__setitem__(name, out))
+    ids = torch.tensor([[1, 5, 9, 14, 3, 7] * 8])
+    model.train()
+    model(ids)
+    for name, out in outputs.items():
+        zeros = (out == 0).float().mean().item()
+        assert (0.4 < zeros < 0.6) if name.endswith(("o_proj", "down_proj")) else zeros == 0, name
+    model.eval()
+    assert torch.equal(model(ids).logits, model(ids).logits)
+
+    result = tp.pretrain(output_dir=str(tmp_path / "d"), max_steps=2, residual_dropout=0.1, **TINY)
+    config = json.loads((result.output_dir / "config.json").read_text())
+    assert config["model_type"] == "llama" and not any("dropout" in k and v for k, v in config.items())
+    loaded = AutoModelForCausalLM.from_pretrained(result.output_dir)
+    torch.testing.assert_close(loaded(ids).logits, result.model.float().eval()(ids).logits, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="residual_dropout must be at least 0 and below 1, got 1"):
+        tp.PretrainConfig(residual_dropout=1)

@@ -104,6 +104,12 @@ class PretrainConfig(TrainingArguments):
         "block begins as the identity. The saved model is a plain HF Llama.",
         default=True,
     )
+    residual_dropout: float = documented(
+        "Dropout on each block's attention and MLP outputs before they join the residual stream (nanoGPT's "
+        "resid_dropout), while training only: a regulariser for runs that pass over their data many times. The "
+        "saved model is a plain HF Llama (training only).",
+        default=0.0,
+    )
     # run folder and speed levers
     overwrite_output_dir: bool = documented("Replace an existing run in output_dir.", default=False)
     avoid_host_syncs: bool = documented(
@@ -293,6 +299,8 @@ class PretrainConfig(TrainingArguments):
                 problems.append(f"with max_time, lr_scheduler_type must be one of {', '.join(TIME_SCHEDULES)}")
         if not is_license_id(self.license):
             problems.append(f"license must be a hub license id such as apache-2.0, mit or other, got {self.license!r}")
+        if not 0 <= self.residual_dropout < 1:
+            problems.append(f"residual_dropout must be at least 0 and below 1, got {self.residual_dropout}")
         if not 0 <= self.decay_fraction <= 1:
             problems.append(f"decay_fraction must be between 0 and 1, got {self.decay_fraction}")
         for name in ("torch_compile_mode", "torch_compile_after"):

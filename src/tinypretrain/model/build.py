@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig, PreTrainedModel
@@ -16,7 +17,7 @@ from ..config.sft import SFTConfig
 from ..data.tokenizer import load_tokenizer
 from ..utils.hub import looks_local
 from . import attention  # noqa: F401  registers 'sdpa_fp32' with transformers
-from .init import InitName, init_model
+from .init import OUTPUT_PROJECTIONS, InitName, init_model
 
 
 def build_model(config: LlamaConfig, *, init: InitName = "normal", seed: int | None = None,
@@ -143,7 +144,7 @@ def starting_model(cfg: PretrainConfig, tokenizer: Any) -> PreTrainedModel:
     if not isinstance(cfg, SFTConfig):
         model = build_model(model_config_for(cfg, tokenizer), init=cfg.init, seed=cfg.seed,
                             zero_projections=cfg.zero_init_projections)
-        return with_attention(model, cfg.attn_implementation)
+        return with_residual_dropout(with_attention(model, cfg.attn_implementation), cfg.residual_dropout)
     model, _ = load_model(cfg.base)
     if len(tokenizer) > model.config.vocab_size:
         raise ValueError(f"The tokenizer has {len(tokenizer)} tokens but {cfg.base} has {model.config.vocab_size} "
@@ -151,7 +152,8 @@ def starting_model(cfg: PretrainConfig, tokenizer: Any) -> PreTrainedModel:
     if cfg.max_length > model.config.max_position_embeddings:
         raise ValueError(f"max_length={cfg.max_length} exceeds {cfg.base}'s context "
                          f"({model.config.max_position_embeddings} tokens); lower max_length.")
-    return with_attention(model.float(), cfg.attn_implementation)  # fp32 master weights, as pretraining has
+    # fp32 master weights, as pretraining has
+    return with_residual_dropout(with_attention(model.float(), cfg.attn_implementation), cfg.residual_dropout)
 
 
 def with_attention(model: PreTrainedModel, implementation: str | None) -> PreTrainedModel:
@@ -159,4 +161,17 @@ def with_attention(model: PreTrainedModel, implementation: str | None) -> PreTra
     choice)."""
     if implementation is not None:
         model.set_attn_implementation(implementation)
+    return model
+
+
+def with_residual_dropout(model: PreTrainedModel, p: float) -> PreTrainedModel:
+    """``model`` with dropout ``p`` on each block's output projections (what the attention and the MLP add to the
+    residual stream) while it trains: forward hooks, so the saved model and its config stay plain HF."""
+    if p > 0:
+        def drop(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+            return nn.functional.dropout(output, p, training=module.training)
+
+        for name, module in model.named_modules():
+            if name.endswith(OUTPUT_PROJECTIONS):
+                module.register_forward_hook(drop)
     return model

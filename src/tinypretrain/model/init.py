@@ -8,6 +8,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+# Each block's output projections: the attention's and the MLP's, whose outputs join the residual stream (the same
+# names in transformers' Llama and Qwen3).
+OUTPUT_PROJECTIONS = ("self_attn.o_proj", "mlp.down_proj")
+
 
 def _reinit(model: nn.Module, init_matrix: Callable[[torch.Tensor], None], seed: int | None) -> nn.Module:
     with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -60,7 +64,7 @@ def zero_output_projections(model: nn.Module) -> nn.Module:
     writes to it. The gradients into those matrices are not zero, so they learn from the first step."""
     with torch.no_grad():
         for name, module in model.named_modules():
-            if name.endswith(("self_attn.o_proj", "mlp.down_proj")):
+            if name.endswith(OUTPUT_PROJECTIONS):
                 module.weight.zero_()
     return model
 
