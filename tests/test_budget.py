@@ -59,6 +59,11 @@ def test_deadline_stops_training_and_the_rate_ends_at_zero(tmp_path):
     rates = [h["learning_rate"] for h in _history(result.output_dir) if "learning_rate" in h]
     peak = BUDGET_SETTINGS["learning_rate"]
     assert max(rates) == pytest.approx(peak, rel=0.05)  # the peak is reached
+    # the budget's warmup on CPU counts steps, not a share of the budget: the rate climbs over the first 20
+    warmup = BUDGET_SETTINGS["warmup_steps"]
+    climb = {h["step"]: h["learning_rate"] / peak for h in _history(result.output_dir) if "learning_rate" in h}
+    assert warmup == 20 and all(climb[s] <= s / warmup + 1e-9 for s in range(1, warmup + 1))
+    assert [climb[s + 1] - climb[s] for s in range(1, warmup - 1)] == pytest.approx([1 / warmup] * (warmup - 2))
     # the scheduler stepped at the deadline sits at the end value, 0 (saved in the checkpoint taken there); it stepped
     # a moment before the clock was read for the stop, so it may be a hair above
     steps = result.metrics["train_steps"]
