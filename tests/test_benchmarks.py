@@ -76,3 +76,27 @@ def test_a_timed_run_starts_in_a_fresh_process(monkeypatch):
 
     assert _common.in_fresh_process(os.getpid) != os.getpid()
     assert _common.in_fresh_process(eval, "'torch' in __import__('sys').modules") is False
+
+
+def test_memorisation_scores_a_run_on_stories_it_trained_on_and_on_held_out_ones(monkeypatch, tmp_path):
+    """A model trained over 40 stories many times knows them better than new ones: the gap is positive."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import _common
+    import memorisation
+
+    import tinypretrain as tp
+    from tinypretrain.data.corpus import generate_stories
+
+    data = tmp_path / "data"
+    data.mkdir()
+    stories = generate_stories(80, seed=1)
+    (data / "train.txt").write_text(_common.eot_text(stories[:40]))
+    (data / "validation.txt").write_text(_common.eot_text(stories[40:]))
+    run = tp.pretrain(dataset=str(data), output_dir=str(tmp_path / "run"), max_steps=60, max_length=64,
+                      vocab_size=300, per_device_train_batch_size=4, num_samples=0, story_samples=0,
+                      learning_rate=1e-2, model_overrides={"hidden_size": 64, "num_hidden_layers": 2,
+                                                           "num_attention_heads": 2, "num_key_value_heads": 1})
+    row = memorisation.score_run(run.output_dir, 40, ["learning_rate"])
+    assert row["learning_rate"] == 1e-2 and row["gap"] == row["held_out"] - row["trained_on"] and row["gap"] > 0.05
+    summary = memorisation.summarise([row, {**row, "learning_rate": 2e-3, "gap": 0.0}], ["learning_rate"])
+    assert [s["n"] for s in summary] == [1, 1] and summary[0]["gap"] == f"{row['gap']:.4f}"
