@@ -106,8 +106,8 @@ class PretrainConfig(TrainingArguments):
     )
     residual_dropout: float = documented(
         "Dropout on each block's attention and MLP outputs before they join the residual stream (nanoGPT's "
-        "resid_dropout), while training only: a regulariser for runs that pass over their data many times. The "
-        "saved model is a plain HF Llama (training only).",
+        "resid_dropout), while training only: a regulariser for runs that pass over their data many times (0.1 was "
+        "worse at 300 s on CPU: benchmarks/RESULTS.md section 46). The saved model is a plain HF Llama.",
         default=0.0,
     )
     # run folder and speed levers
