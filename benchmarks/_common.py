@@ -18,6 +18,7 @@ from seed_recipe import seed_model, seed_tokenize, seed_tokenizer, seed_trainer,
 from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback
 
 import tinypretrain as tp
+from tinypretrain.data.load import read_eot_text
 from tinypretrain.utils.tables import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,6 +151,11 @@ def eot_text(stories: list[str]) -> str:
     """``stories`` as a .txt corpus in TinyStories' layout (each followed by an ``<|endoftext|>`` line), as
     ``tinypretrain.data.load.read_eot_text`` reads it."""
     return "".join(f"{s}\n<|endoftext|>\n" for s in stories)
+
+
+def stories_in(path: Path) -> list[str]:
+    """The non-blank stories of an ``<|endoftext|>``-separated file."""
+    return [row["text"] for row in read_eot_text([str(path)]) if row["text"].strip()]
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -38,6 +38,7 @@ from _common import (
     parse_variant,
     print_table,
     seed_recipe_trainer,
+    stories_in,
     tokenizer_for,
     write_json,
 )
@@ -56,11 +57,6 @@ SUMMARY_COLUMNS = ["budget_s", "path", "n", "bits_per_byte", "ratio_to_llama2c",
                    "p_vs_first", "seconds_to_seed_epoch", "time_ratio_to_llama2c", "time_p_vs_first"]
 REFERENCE = "llama2.c"
 BASELINES = (REFERENCE, "seed recipe")
-
-
-def stories_in(path: Path) -> list[str]:
-    """The non-blank stories of an ``<|endoftext|>``-separated file."""
-    return [row["text"] for row in read_eot_text([str(path)]) if row["text"].strip()]
 
 
 def split_stories(data: Path, selection: int, score_on: str) -> tuple[Path, list[str]]:

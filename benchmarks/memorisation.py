@@ -19,17 +19,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from _common import print_table, write_json
+from _common import print_table, stories_in, write_json
 
 import tinypretrain as tp
-from tinypretrain.data.load import read_eot_text
 from tinypretrain.model.build import load_model
 from tinypretrain.utils.stats import format_mean_ci, format_p, welch_p
-
-
-def stories(path: Path, count: int) -> list[str]:
-    texts = [row["text"] for row in read_eot_text([str(path)]) if row["text"].strip()]
-    return texts[:count]
 
 
 def score_run(run: Path, count: int, group_by: list[str]) -> dict[str, Any]:
@@ -39,8 +33,8 @@ def score_run(run: Path, count: int, group_by: list[str]) -> dict[str, Any]:
     if not (data / "validation.txt").exists():
         raise SystemExit(f"{run}: its dataset {data} has no validation.txt to hold out; use budget.py's run folders.")
     model, tokenizer = load_model(run)
-    trained = tp.evaluate(model, tokenizer, stories(data / "train.txt", count))["bits_per_byte"]
-    held_out = tp.evaluate(model, tokenizer, stories(data / "validation.txt", count))["bits_per_byte"]
+    trained = tp.evaluate(model, tokenizer, stories_in(data / "train.txt")[:count])["bits_per_byte"]
+    held_out = tp.evaluate(model, tokenizer, stories_in(data / "validation.txt")[:count])["bits_per_byte"]
     return {"run": str(run), **{name: config.get(name) for name in group_by}, "seed": config["seed"],
             "trained_on": trained, "held_out": held_out, "gap": held_out - trained}
 
