@@ -11,9 +11,10 @@ SHARED_TINYSTORIES = Path(__file__).resolve().parents[1].parent / "shared" / "da
 
 
 @pytest.fixture(scope="session", autouse=True)
-def cpu_without_amx():
-    """Tests, their shared fixtures and the CLI processes they start see a CPU without AMX, whatever this machine has,
-    so device defaults (fp32, eager on CPU) do not depend on where the suite runs; the AMX rule's test sets AMX."""
+def cpu_without_bf16_matmul():
+    """Tests, their shared fixtures and the CLI processes they start see a CPU without bf16 matrix instructions,
+    whatever this machine has, so device defaults (fp32, eager on CPU) do not depend on where the suite runs; the bf16
+    CPU rule's test sets such a CPU."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TINYPRETRAIN_CPU_KIND", "avx2")
         yield

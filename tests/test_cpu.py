@@ -27,11 +27,10 @@ def test_without_cpuinfo_the_kind_is_unknown(tmp_path):
 
 def test_the_kind_for_device_rules_can_be_set_by_environment(monkeypatch):
     """TINYPRETRAIN_CPU_KIND replaces the detected kind for the device rules only; run.json's record stays real."""
-    from tinypretrain.utils.cpu import has_amx
+    from tinypretrain.utils.cpu import BF16_CPU_KINDS, has_bf16_matmul
 
-    monkeypatch.setenv("TINYPRETRAIN_CPU_KIND", "amx_bf16")
-    assert has_amx()
-    monkeypatch.setenv("TINYPRETRAIN_CPU_KIND", "avx2")
-    assert not has_amx()
+    for kind, bf16 in [("amx_bf16", True), ("avx512_bf16", True), ("avx512f", False), ("avx2", False)]:
+        monkeypatch.setenv("TINYPRETRAIN_CPU_KIND", kind)
+        assert has_bf16_matmul() is bf16
     monkeypatch.delenv("TINYPRETRAIN_CPU_KIND")
-    assert has_amx() == (cpu_features()["kind"] == "amx_bf16")  # detected, as run.json's "cpu" records it
+    assert has_bf16_matmul() == (cpu_features()["kind"] in BF16_CPU_KINDS)  # detected, as run.json's "cpu" records it

@@ -233,13 +233,14 @@ def test_device_rules(monkeypatch):
     assert configs["default"].loss_chunk_size is None  # unset: the device's to choose
 
 
-def test_device_rules_on_a_cpu_with_amx(monkeypatch):
-    """AMX: bf16 on, compiled from a 300-s budget on; a value you give wins; sft keeps fp32 and eager (it was measured
-    so); run.json's sources say "device" and "sft"."""
+@pytest.mark.parametrize("kind", ["amx_bf16", "avx512_bf16"])
+def test_device_rules_on_a_cpu_with_bf16_matmul(monkeypatch, kind):
+    """AMX or AVX-512 BF16: bf16 on, compiled from a 300-s budget on; a value you give wins; sft keeps fp32 and eager
+    (it was measured so); run.json's sources say "device" and "sft"."""
     from tinypretrain.config.argv import sft_config
     from tinypretrain.config.settings import device_training_args, resolve_settings
 
-    monkeypatch.setenv("TINYPRETRAIN_CPU_KIND", "amx_bf16")
+    monkeypatch.setenv("TINYPRETRAIN_CPU_KIND", kind)
 
     def chosen(**fields):
         args = device_training_args(PretrainConfig(**fields))

@@ -29,11 +29,12 @@ class PretrainConfig(TrainingArguments):
 
     Each field is resolved once, in this order: a value you give (a keyword, a CLI flag, a YAML/JSON key) > the
     ``recipe`` > the time budget (``max_time``) > the device (fields left at ``None``: bf16, ``torch.compile`` and a
-    32k-token step on CUDA; 8 blocks per step on CPU, in bf16 on CPUs with AMX, compiled there for budgets of 300 s or
-    more, after a first eager minute, else fp32 and eager; compiled runs drop each epoch's smaller last batch) > the
-    library default. A value you give wins even when it equals the default; a field given as ``None`` is unset.
-    ``sources`` says where each value came from; ``resolve_settings`` adds the device's. ``dataclasses.replace``
-    copies every field, so each counts as given: use ``updated`` to keep sources.
+    32k-token step on CUDA; 8 blocks per step on CPU, in bf16 on CPUs with bf16 matrix instructions (AMX, AVX-512
+    BF16), compiled there for budgets of 300 s or more, after a first eager minute, else fp32 and eager; compiled
+    runs drop each epoch's smaller last batch) > the library default. A value you give wins even when it equals the
+    default; a field given as ``None`` is unset. ``sources`` says where each value came from; ``resolve_settings``
+    adds the device's. ``dataclasses.replace`` copies every field, so each counts as given: use ``updated`` to keep
+    sources.
     """
 
     COMMAND = "train"  # the CLI command that trains this kind of config, for messages
@@ -194,16 +195,18 @@ class PretrainConfig(TrainingArguments):
         "Loggers: 'none', 'tensorboard', 'wandb', ... (see TrainingArguments).", default="none"
     )
     bf16: bool | None = documented(
-        "bf16 mixed precision; None = on where CUDA supports it and on CPUs with AMX (amx_bf16).", default=None
+        "bf16 mixed precision; None = on where CUDA supports it and on CPUs with bf16 matrix instructions (amx_bf16, "
+        "avx512_bf16).", default=None
     )
     torch_compile: bool | None = documented(
-        "torch.compile the model; None = on with CUDA, and on CPUs with AMX in bf16 for a max_time of 300 s or more; "
-        "off otherwise.", default=None
+        "torch.compile the model; None = on with CUDA, and on CPUs with bf16 matrix instructions in bf16 for a "
+        "max_time of 300 s or more; off otherwise.", default=None
     )
     torch_compile_after: float | None = documented(
         "With torch_compile, train eagerly for this many seconds of training, then compile the model in place: the "
         "first steps and losses do not wait for the compiler; 0 = compile before the first step; None = 60 where a "
-        "budget run on a CPU with AMX is compiled, else 0. A value turns torch_compile on unless you set it.",
+        "budget run on a CPU with bf16 matrix instructions is compiled, else 0. A value turns torch_compile on "
+        "unless you set it.",
         default=None,
     )
     dataloader_drop_last: bool | None = documented(

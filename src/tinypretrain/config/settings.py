@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..utils.cpu import has_amx
+from ..utils.cpu import has_bf16_matmul
 from ..utils.tables import text_table
 from .budget import budget_seconds
 from .pretrain import PretrainConfig
@@ -18,13 +18,14 @@ from .pretrain import PretrainConfig
 # the GPU waiting on Python); on CPU, 8 blocks per step reached the seed's loss fastest.
 CUDA_TOKENS_PER_STEP = 32_768
 CPU_BLOCKS_PER_STEP = 8
-# A CPU with AMX multiplies bf16 matrices ~7x faster than fp32: bf16 autocast trains more in a 60-s and a 300-s budget,
-# and from 300 s on, compiling (a cold compile of ~20 s, paid inside the budget) more still; on CPUs without AMX
-# neither pays (benchmarks/RESULTS.md sections 13, 24, 26 and 29).
-AMX_COMPILE_FROM_S = 300.0
+# A CPU with bf16 matrix instructions (AMX, AVX-512 BF16) trains more in bf16 autocast in a 60-s and a 300-s
+# budget, and from 300 s on, compiled (a cold compile of ~20 s, paid inside the budget) more still (benchmarks/
+# RESULTS.md sections 26, 29 and 48). Other CPUs keep fp32 (they have no bf16 arithmetic to gain from) and eager
+# (compiled fp32 did not pay, section 24).
+BF16_CPU_COMPILE_FROM_S = 300.0
 # Such a compiled run trains its first minute eagerly, as a 60-s budget does, and compiles after it: it reached the
 # seed's quality in 29 s instead of 50 s, with the same bits/byte at the end (section 43: 0.999, p = 0.88).
-AMX_COMPILE_AFTER_S = 60.0
+BF16_CPU_COMPILE_AFTER_S = 60.0
 # On CPU a step computes its loss in chunks of 512 tokens with the gradients made in the forward pass, and with bf16
 # autocast its attention in fp32: 0.75x the step time of transformers' loss and bf16 attention (benchmarks/RESULTS.md
 # section 44). A model compiled before its first step keeps transformers' loss, which inductor fuses in the graph (and
@@ -37,25 +38,25 @@ NOT_REPRODUCED = ("output_dir", "overwrite_output_dir", "resume_from_checkpoint"
 NOT_TRAINING = (*NOT_REPRODUCED, "verbose", "report_to", "run_name", "peak_flops", "num_samples")
 
 
-def on_amx_cpu() -> bool:
-    """Whether runs here train on a CPU with AMX (no CUDA): where the AMX rules below apply."""
-    return not torch.cuda.is_available() and has_amx()
+def on_bf16_cpu() -> bool:
+    """Whether runs here train on a CPU with bf16 matrix instructions (no CUDA): where the bf16 CPU rules apply."""
+    return not torch.cuda.is_available() and has_bf16_matmul()
 
 
 def device_training_args(cfg: PretrainConfig) -> dict[str, Any]:
     """The TrainingArguments a run takes from its device: what each ``None`` field becomes, and how tokens are
     counted and batches copied."""
     cuda = torch.cuda.is_available()
-    amx = on_amx_cpu()
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (torch.cuda.is_bf16_supported() if cuda else amx)
-    compile_on_amx = amx and bf16 and (budget_seconds(cfg.max_time) or 0) >= AMX_COMPILE_FROM_S
+    bf16_cpu = on_bf16_cpu()
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (torch.cuda.is_bf16_supported() if cuda else bf16_cpu)
+    compile_on_cpu = bf16_cpu and bf16 and (budget_seconds(cfg.max_time) or 0) >= BF16_CPU_COMPILE_FROM_S
     batch = cfg.per_device_train_batch_size
     if batch is None:
         batch = max(CPU_BLOCKS_PER_STEP, CUDA_TOKENS_PER_STEP // cfg.max_length) if cuda else CPU_BLOCKS_PER_STEP
     # A torch_compile_after you give asks for compiling, as a torch_compile_mode does in TrainingArguments.
     asked = cfg.torch_compile_after is not None
-    compiled = cfg.torch_compile if cfg.torch_compile is not None else cuda or compile_on_amx or asked
-    after = cfg.torch_compile_after if asked else (AMX_COMPILE_AFTER_S if compile_on_amx and compiled else None)
+    compiled = cfg.torch_compile if cfg.torch_compile is not None else cuda or compile_on_cpu or asked
+    after = cfg.torch_compile_after if asked else (BF16_CPU_COMPILE_AFTER_S if compile_on_cpu and compiled else None)
     accelerator_config = {**cfg.accelerator_config.to_dict(), "non_blocking": cuda and cfg.avoid_host_syncs}
     return {
         "per_device_train_batch_size": batch,

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from .fields import documented
 from .pretrain import PretrainConfig
-from .settings import on_amx_cpu
+from .settings import on_bf16_cpu
 
 
 @dataclass
@@ -70,9 +70,9 @@ class SFTConfig(PretrainConfig):
     weight_decay: float = documented("AdamW weight decay.", default=0.0)
 
     def _layers(self) -> list[tuple[str, dict[str, Any]]]:
-        # Fine-tuning was measured in fp32 and eager on CPU; the AMX rule's evidence is pretraining's.
-        amx = {"bf16": False, "torch_compile": False} if on_amx_cpu() else {}
-        return [("base", {"tokenizer": self.base}), ("sft", amx)]
+        # Fine-tuning was measured in fp32 and eager on CPU; the bf16 CPU rule's evidence is pretraining's.
+        eager_fp32 = {"bf16": False, "torch_compile": False} if on_bf16_cpu() else {}
+        return [("base", {"tokenizer": self.base}), ("sft", eager_fp32)]
 
     def _problems(self) -> list[str]:
         problems = super()._problems()

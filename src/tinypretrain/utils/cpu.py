@@ -11,6 +11,8 @@ from typing import Any
 
 # From the most to the least capable for bf16 matmuls; the first a CPU has is its kind.
 CPU_KINDS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+# The kinds with bf16 matrix instructions (AMX tiles, AVX-512 BF16 dot products), on which bf16 autocast pays.
+BF16_CPU_KINDS = ("amx_bf16", "avx512_bf16")
 
 
 @functools.cache
@@ -31,8 +33,8 @@ def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
     return {"model": model, "kind": present[0] if present else "other", "flags": present}
 
 
-def has_amx() -> bool:
-    """Whether this CPU has AMX for bf16 (``amx_bf16``), on which bf16 autocast pays (``device_training_args``).
-    ``TINYPRETRAIN_CPU_KIND`` (one of ``CPU_KINDS``) replaces the detected kind, for every process that inherits it:
-    the test suite sets it so that its device defaults do not depend on the machine."""
-    return (os.environ.get("TINYPRETRAIN_CPU_KIND") or cpu_features()["kind"]) == "amx_bf16"
+def has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (a kind in ``BF16_CPU_KINDS``), where bf16 autocast pays
+    (``device_training_args``). ``TINYPRETRAIN_CPU_KIND`` (one of ``CPU_KINDS``) replaces the detected kind, for every
+    process that inherits it: the test suite sets it so that its device defaults do not depend on the machine."""
+    return (os.environ.get("TINYPRETRAIN_CPU_KIND") or cpu_features()["kind"]) in BF16_CPU_KINDS
