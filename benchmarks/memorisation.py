@@ -23,7 +23,9 @@ from _common import print_table, stories_in, write_json
 
 import tinypretrain as tp
 from tinypretrain.model.build import load_model
-from tinypretrain.utils.stats import format_mean_ci, format_p, welch_p
+from tinypretrain.runs.compare import summarize
+
+MEASURES = ("trained_on", "held_out", "gap")  # bits/byte on stories trained on, on held-out ones, and their gap
 
 
 def score_run(run: Path, count: int, group_by: list[str]) -> dict[str, Any]:
@@ -40,14 +42,12 @@ def score_run(run: Path, count: int, group_by: list[str]) -> dict[str, Any]:
 
 
 def summarise(rows: list[dict[str, Any]], group_by: list[str]) -> list[dict[str, Any]]:
+    """Per group of ``group_by`` values: n, and each measure's mean ± CI with Welch's p against the first group."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row[name] for name in group_by), []).append(row)
-    first_gaps = [r["gap"] for r in next(iter(groups.values()))]
-    return [{**dict(zip(group_by, key)), "n": len(members),
-             **{k: format_mean_ci([r[k] for r in members]) for k in ("trained_on", "held_out", "gap")},
-             "gap_p_vs_first": format_p(welch_p([r["gap"] for r in members], first_gaps)) if i else ""}
-            for i, (key, members) in enumerate(groups.items())]
+    first = next(iter(groups.values()))
+    return [{**dict(zip(group_by, key)), **summarize(members, first, MEASURES)} for key, members in groups.items()]
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def main() -> None:
                   key=lambda r: ([str(r[name]) for name in args.group_by], r["seed"]))
     print_table(rows, [*args.group_by, "seed", "trained_on", "held_out", "gap"])
     summary = summarise(rows, args.group_by)
-    print_table(summary, list(summary[0]))
+    print_table(summary, [*args.group_by, "n", *MEASURES, "gap p"])
     write_json(args.json, {"stories": args.stories, "rows": rows, "summary": summary})
 
 

@@ -97,11 +97,13 @@ def group_runs(run_dirs: list[str | Path], by: list[str]) -> tuple[list[dict[str
     return rows, warnings
 
 
-def summarize(members: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[str, Any]:
-    """``n`` and, per ``GROUP_METRICS`` metric of these runs' metrics: the mean, the 95% CI half-width and Welch's p
-    against ``reference`` (numbers, for CSV), and the same as text (``1.2345 ± 0.0100``, ``p=0.03``, for markdown)."""
+def summarize(members: list[dict[str, Any]], reference: list[dict[str, Any]],
+              metrics: tuple[str, ...] = GROUP_METRICS) -> dict[str, Any]:
+    """``n`` and, per metric of these runs' metrics (``GROUP_METRICS`` unless named): the mean, the 95% CI half-width
+    and Welch's p against ``reference`` (numbers, for CSV), and the same as text (``1.2345 ± 0.0100``, ``p=0.03``, for
+    markdown)."""
     row: dict[str, Any] = {"n": len(members)}
-    for metric in GROUP_METRICS:
+    for metric in metrics:
         values = [m[metric] for m in members]
         row[f"{metric}_mean"], row[f"{metric}_ci95"] = mean_ci(values)
         p = welch_p(values, [m[metric] for m in reference]) if members is not reference else None
