@@ -51,6 +51,7 @@ from tinypretrain.train.clock import TrainingClock
 DEFAULT_VARIANTS = ["defaults:"]
 SEED_ONE_EPOCH_BPB = 1.383  # the seed recipe after one epoch of train.txt, in 1,469 s (RESULTS.md, run 7)
 CURVE_POINTS = 20
+FIRST_POINT = "seed_epoch_at_first_point"  # reached at the curve's first point: its seconds are only an upper bound
 COLUMNS = ["budget_s", "path", "seed", "steps", "bits_per_byte", "valid_bits_per_byte", "seconds_to_seed_epoch",
            "load_1m"]
 SUMMARY_COLUMNS = ["budget_s", "path", "n", "bits_per_byte", "ratio_to_llama2c", "p_vs_llama2c", "ratio_to_first",
@@ -221,6 +222,15 @@ def seconds_to(points: list[tuple[float, float]], target: float) -> float | None
     return None
 
 
+def time_ratio(reached: list[float], ref_reached: list[float], bound: bool, ref_bound: bool) -> float | str | None:
+    """Mean seconds to the seed's quality against llama2.c's. A time read at a curve's first point is only an upper
+    bound (the run may have got there sooner), so a ratio with one is marked as a bound, or None when both are."""
+    if not (reached and ref_reached) or (bound and ref_bound):
+        return None
+    ratio = round(float(np.mean(reached) / np.mean(ref_reached)), 3)
+    return f"≤ {ratio}" if bound else f"≥ {ratio}" if ref_bound else ratio
+
+
 def summarize_paths(rows: list[dict], score: str = "bits_per_byte") -> list[dict]:
     """Per budget and path: seeds, the ``score`` column's mean ± 95% CI, its ratio to llama2.c's mean with Welch's p,
     the same against the first variant of ours (the one the others are measured against), and the mean seconds to the
@@ -229,7 +239,7 @@ def summarize_paths(rows: list[dict], score: str = "bits_per_byte") -> list[dict
     from tinypretrain.utils.stats import format_mean_ci, format_p, mean_ci, welch_p
 
     def of(budget: float, name: str | None, column: str) -> list:
-        return [r[column] for r in rows if (r["budget_s"], r["path"]) == (budget, name) and r[column] is not None]
+        return [r.get(column) for r in rows if (r["budget_s"], r["path"]) == (budget, name) and r.get(column) is not None]
 
     summary = []
     for budget, name in dict.fromkeys((r["budget_s"], r["path"]) for r in rows):
@@ -237,15 +247,16 @@ def summarize_paths(rows: list[dict], score: str = "bits_per_byte") -> list[dict
         values, ref, base = of(budget, name, score), of(budget, REFERENCE, score), of(budget, first, score)
         reached, ref_reached = of(budget, name, "seconds_to_seed_epoch"), of(budget, REFERENCE, "seconds_to_seed_epoch")
         compared = name not in BASELINES and name != first
+        bound, ref_bound = any(of(budget, name, FIRST_POINT)), any(of(budget, REFERENCE, FIRST_POINT))
         summary.append({
             "budget_s": budget, "path": name, "n": len(values), score: format_mean_ci(values),
             "ratio_to_llama2c": round(mean_ci(values)[0] / mean_ci(ref)[0], 3) if ref else None,
             "p_vs_llama2c": format_p(welch_p(values, ref)) if ref and name != REFERENCE else "",
             "ratio_to_first": round(mean_ci(values)[0] / mean_ci(base)[0], 3) if compared else None,
             "p_vs_first": format_p(welch_p(values, base)) if compared else "",
-            "seconds_to_seed_epoch": f"{np.mean(reached):.0f} ({len(reached)}/{len(values)})" if reached else "never",
-            "time_ratio_to_llama2c": round(float(np.mean(reached) / np.mean(ref_reached)), 3)
-            if reached and ref_reached else None,
+            "seconds_to_seed_epoch": f"{'≤ ' * bound}{np.mean(reached):.0f} ({len(reached)}/{len(values)})"
+            if reached else "never",
+            "time_ratio_to_llama2c": time_ratio(reached, ref_reached, bound, ref_bound),
             "time_p_vs_first": format_p(welch_p(reached, of(budget, first, "seconds_to_seed_epoch"))) if compared else "",
         })
     return summary
@@ -296,7 +307,8 @@ def one_run(budget: float, k: int, name: str, overrides: dict | str, train_dir: 
     return {"budget_s": budget, "path": name, "seed": k, "overrides": overrides, "steps": steps,
             "bits_per_byte": score["bits_per_byte"], "loss": score["loss"],
             "valid_bits_per_byte": tp.evaluate(model, tok, valid)["bits_per_byte"] if valid else None,
-            "seconds_to_seed_epoch": seconds_to(points, SEED_ONE_EPOCH_BPB), "load_1m": load, "curve": points,
+            "seconds_to_seed_epoch": seconds_to(points, SEED_ONE_EPOCH_BPB),
+            FIRST_POINT: bool(points) and points[0][1] <= SEED_ONE_EPOCH_BPB, "load_1m": load, "curve": points,
             "samples": samples}
 
 

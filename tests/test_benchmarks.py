@@ -100,3 +100,25 @@ def test_memorisation_scores_a_run_on_stories_it_trained_on_and_on_held_out_ones
     assert row["learning_rate"] == 1e-2 and row["gap"] == row["held_out"] - row["trained_on"] and row["gap"] > 0.05
     summary = memorisation.summarise([row, {**row, "learning_rate": 2e-3, "gap": 0.0}], ["learning_rate"])
     assert [s["n"] for s in summary] == [1, 1] and summary[0]["gap"] == f"{row['gap']:.4f}"
+
+
+def test_a_time_read_at_the_curves_first_point_is_reported_as_a_bound(monkeypatch):
+    """A run that is already past the seed's quality at its first curve point got there at that point or sooner:
+    budget.py says '≤' instead of quoting a time (and a time ratio) it never measured."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import budget
+
+    def row(path, seed, bpb, curve):
+        return {"budget_s": 300.0, "path": path, "seed": seed, "bits_per_byte": bpb, "curve": curve,
+                "seconds_to_seed_epoch": budget.seconds_to(curve, budget.SEED_ONE_EPOCH_BPB),
+                budget.FIRST_POINT: curve[0][1] <= budget.SEED_ONE_EPOCH_BPB}
+
+    rows = [row(budget.REFERENCE, k, 1.02 + k / 100, [(30.0, 1.5), (60.0, 1.3)]) for k in range(2)]
+    rows += [row("defaults", k, 0.93 + k / 100, [(30.0, 1.3), (60.0, 1.1)]) for k in range(2)]
+    rows += [row("slow", k, 0.95 + k / 100, [(30.0, 1.45), (60.0, 1.2)]) for k in range(2)]
+    summary = {s["path"]: s for s in budget.summarize_paths(rows)}
+    assert rows[0]["seconds_to_seed_epoch"] == pytest.approx(30 + 30 * (1.5 - 1.383) / 0.2)
+    assert summary["defaults"]["seconds_to_seed_epoch"] == "≤ 30 (2/2)"
+    assert summary["defaults"]["time_ratio_to_llama2c"] == f"≤ {round(30 / rows[0]['seconds_to_seed_epoch'], 3)}"
+    assert isinstance(summary["slow"]["time_ratio_to_llama2c"], float)
+    assert budget.time_ratio([30.0], [30.0], True, True) is None
