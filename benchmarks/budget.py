@@ -51,7 +51,6 @@ from tinypretrain.train.clock import TrainingClock
 DEFAULT_VARIANTS = ["defaults:"]
 SEED_ONE_EPOCH_BPB = 1.383  # the seed recipe after one epoch of train.txt, in 1,469 s (RESULTS.md, run 7)
 CURVE_POINTS = 20
-FIRST_POINT = "seed_epoch_at_first_point"  # reached at the curve's first point: its seconds are only an upper bound
 COLUMNS = ["budget_s", "path", "seed", "steps", "bits_per_byte", "valid_bits_per_byte", "seconds_to_seed_epoch",
            "load_1m"]
 SUMMARY_COLUMNS = ["budget_s", "path", "n", "bits_per_byte", "ratio_to_llama2c", "p_vs_llama2c", "ratio_to_first",
@@ -239,7 +238,10 @@ def summarize_paths(rows: list[dict], score: str = "bits_per_byte") -> list[dict
     from tinypretrain.utils.stats import format_mean_ci, format_p, mean_ci, welch_p
 
     def of(budget: float, name: str | None, column: str) -> list:
-        return [r.get(column) for r in rows if (r["budget_s"], r["path"]) == (budget, name) and r.get(column) is not None]
+        return [r[column] for r in rows if (r["budget_s"], r["path"]) == (budget, name) and r[column] is not None]
+
+    def at_first_point(budget: float, name: str | None) -> bool:  # a time read there is only an upper bound
+        return any(curve and curve[0][1] <= SEED_ONE_EPOCH_BPB for curve in of(budget, name, "curve"))
 
     summary = []
     for budget, name in dict.fromkeys((r["budget_s"], r["path"]) for r in rows):
@@ -247,7 +249,7 @@ def summarize_paths(rows: list[dict], score: str = "bits_per_byte") -> list[dict
         values, ref, base = of(budget, name, score), of(budget, REFERENCE, score), of(budget, first, score)
         reached, ref_reached = of(budget, name, "seconds_to_seed_epoch"), of(budget, REFERENCE, "seconds_to_seed_epoch")
         compared = name not in BASELINES and name != first
-        bound, ref_bound = any(of(budget, name, FIRST_POINT)), any(of(budget, REFERENCE, FIRST_POINT))
+        bound, ref_bound = at_first_point(budget, name), at_first_point(budget, REFERENCE)
         summary.append({
             "budget_s": budget, "path": name, "n": len(values), score: format_mean_ci(values),
             "ratio_to_llama2c": round(mean_ci(values)[0] / mean_ci(ref)[0], 3) if ref else None,
@@ -307,8 +309,7 @@ def one_run(budget: float, k: int, name: str, overrides: dict | str, train_dir: 
     return {"budget_s": budget, "path": name, "seed": k, "overrides": overrides, "steps": steps,
             "bits_per_byte": score["bits_per_byte"], "loss": score["loss"],
             "valid_bits_per_byte": tp.evaluate(model, tok, valid)["bits_per_byte"] if valid else None,
-            "seconds_to_seed_epoch": seconds_to(points, SEED_ONE_EPOCH_BPB),
-            FIRST_POINT: bool(points) and points[0][1] <= SEED_ONE_EPOCH_BPB, "load_1m": load, "curve": points,
+            "seconds_to_seed_epoch": seconds_to(points, SEED_ONE_EPOCH_BPB), "load_1m": load, "curve": points,
             "samples": samples}
 
 
